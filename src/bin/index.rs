@@ -1,0 +1,5 @@
+//! The `index` program: CGI or FastCGI, see `webauth::run`.
+
+fn main() -> std::process::ExitCode {
+    webauth::run(webauth::routes::index)
+}

@@ -1,0 +1,287 @@
+//! Every `WEBAUTH_*` variable in one place: read once per process into a
+//! [`Config`] and passed down. Nothing else reads the environment.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Where the users file is when `WEBAUTH_USERS` is not set.
+pub const DEFAULT_USERS: &str = "/etc/webauth/users.json";
+/// The session store when `WEBAUTH_STORE` is not set.
+pub const DEFAULT_STORE: &str = "sqlite:/var/lib/webauth/sessions.db";
+pub const DEFAULT_COOKIE_NAME: &str = "webauth";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieSecure {
+    /// `Secure` when the request came over HTTPS (`HTTPS=on`).
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub users: PathBuf,
+    pub store: String,
+    pub templates: Option<PathBuf>,
+    pub mount: Option<String>,
+    pub cookie_name: String,
+    pub cookie_secure: CookieSecure,
+    /// Seconds without a request after which a session ends.
+    pub idle_timeout: i64,
+    /// Seconds after login after which a session ends however busy.
+    pub absolute_timeout: i64,
+    /// Failed logins for one username from one address that start a ban.
+    pub max_failures: u32,
+    /// Failed logins from one address, any usernames, that start a ban.
+    pub max_failures_per_address: u32,
+    /// Failed logins for one username, any addresses, that start a ban.
+    pub max_failures_per_user: u32,
+    pub failure_window: i64,
+    pub ban_time: i64,
+    /// Origins (`https://example.org`) whose unsafe requests are let through.
+    pub trusted_origins: Vec<String>,
+    pub log: LogFormat,
+    /// libfcgi's `FCGI_WEB_SERVER_ADDRS`: peers a FastCGI listener serves.
+    pub web_server_addrs: Option<Vec<String>>,
+}
+
+/// A variable that is set to something webauth cannot use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={:?} is invalid: expected {}", self.name, self.value, self.expected)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::from_lookup(|_| None).expect("the defaults are valid")
+    }
+}
+
+impl Config {
+    /// The configuration of this process, from its environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(&env_vars())
+    }
+
+    /// The configuration from name-value pairs; the first pair of a name wins,
+    /// so request params can be put before the environment's.
+    pub fn from_vars(vars: &[(String, String)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    /// The configuration from any source of variables (the environment,
+    /// FastCGI params layered over it, a test's map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let duration = |name: &'static str, default: i64| match var(name) {
+            None => Ok(default),
+            Some(v) => parse_duration(&v).ok_or(ConfigError {
+                name,
+                value: v,
+                expected: "seconds, or a number with s, m, h or d (30m, 8h, 7d)",
+            }),
+        };
+        let count = |name: &'static str, default: u32| match var(name) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(ConfigError { name, value: v, expected: "a whole number above zero" }),
+            },
+        };
+        let max_failures = count("WEBAUTH_MAX_FAILURES", 5)?;
+        let cookie_name = var("WEBAUTH_COOKIE_NAME").unwrap_or_else(|| DEFAULT_COOKIE_NAME.to_string());
+        if !is_cookie_name(&cookie_name) {
+            return Err(ConfigError {
+                name: "WEBAUTH_COOKIE_NAME",
+                value: cookie_name,
+                expected: "letters, digits, '-' or '_'",
+            });
+        }
+        let cookie_secure = match var("WEBAUTH_COOKIE_SECURE").as_deref().map(str::trim) {
+            None | Some("auto") => CookieSecure::Auto,
+            Some("always") => CookieSecure::Always,
+            Some("never") => CookieSecure::Never,
+            Some(v) => {
+                return Err(ConfigError {
+                    name: "WEBAUTH_COOKIE_SECURE",
+                    value: v.to_string(),
+                    expected: "auto, always or never",
+                })
+            }
+        };
+        let log = match var("WEBAUTH_LOG").as_deref().map(str::trim) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(v) => {
+                return Err(ConfigError { name: "WEBAUTH_LOG", value: v.to_string(), expected: "text or json" })
+            }
+        };
+        let mount = match var("WEBAUTH_MOUNT") {
+            None => None,
+            Some(m) if m.starts_with('/') && !m.contains("//") && m.bytes().all(is_path_byte) => {
+                Some(if m.ends_with('/') { m } else { m + "/" })
+            }
+            Some(m) => {
+                return Err(ConfigError {
+                    name: "WEBAUTH_MOUNT",
+                    value: m,
+                    expected: "an absolute URL path such as / or /members/",
+                })
+            }
+        };
+        let store = var("WEBAUTH_STORE").unwrap_or_else(|| DEFAULT_STORE.to_string());
+        if !store.starts_with("sqlite:") {
+            return Err(ConfigError { name: "WEBAUTH_STORE", value: store, expected: "sqlite:PATH" });
+        }
+        let idle_timeout = duration("WEBAUTH_IDLE_TIMEOUT", 30 * 60)?;
+        let absolute_timeout = duration("WEBAUTH_ABSOLUTE_TIMEOUT", 8 * 3600)?;
+        let list = |name: &str| {
+            var(name).map(|v| {
+                v.split([',', ' '])
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.trim_end_matches('/').to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+            })
+        };
+        Ok(Config {
+            users: PathBuf::from(var("WEBAUTH_USERS").unwrap_or_else(|| DEFAULT_USERS.to_string())),
+            store,
+            templates: var("WEBAUTH_TEMPLATES").map(PathBuf::from),
+            mount,
+            cookie_name,
+            cookie_secure,
+            idle_timeout,
+            absolute_timeout,
+            max_failures,
+            max_failures_per_address: count("WEBAUTH_MAX_FAILURES_PER_ADDRESS", max_failures * 4)?,
+            max_failures_per_user: count("WEBAUTH_MAX_FAILURES_PER_USER", max_failures * 10)?,
+            failure_window: duration("WEBAUTH_FAILURE_WINDOW", 10 * 60)?,
+            ban_time: duration("WEBAUTH_BAN_TIME", 15 * 60)?,
+            trusted_origins: list("WEBAUTH_TRUSTED_ORIGINS").unwrap_or_default(),
+            log,
+            web_server_addrs: get("FCGI_WEB_SERVER_ADDRS").and_then(|_| list("FCGI_WEB_SERVER_ADDRS")),
+        })
+    }
+
+    /// How long a `last seen` write may be skipped: a tenth of the idle
+    /// timeout, at most a minute, so a session in use never dies of idleness.
+    pub fn touch_interval(&self) -> i64 {
+        (self.idle_timeout / 10).min(60)
+    }
+}
+
+/// The variables of the process environment that configure webauth.
+pub fn env_vars() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with("WEBAUTH_") || k == "FCGI_WEB_SERVER_ADDRS")
+        .collect()
+}
+
+/// `"90"`, `"90s"`, `"30m"`, `"8h"`, `"7d"` -> seconds (at least 1).
+pub fn parse_duration(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    if digits.is_empty() || digits.len() > 9 {
+        return None;
+    }
+    let n: i64 = digits.parse().ok()?;
+    let seconds = n * match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    (seconds > 0).then_some(seconds)
+}
+
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn is_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"/-._~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Some(90));
+        assert_eq!(parse_duration("30m"), Some(1800));
+        assert_eq!(parse_duration("8h"), Some(28800));
+        assert_eq!(parse_duration("7d"), Some(604800));
+        assert_eq!(parse_duration(" 2s "), Some(2));
+        for bad in ["", "m", "0", "-5", "5w", "1.5h", "99999999999999h"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::default();
+        assert_eq!(c.idle_timeout, 1800);
+        assert_eq!(c.absolute_timeout, 8 * 3600);
+        assert_eq!((c.max_failures, c.failure_window, c.ban_time), (5, 600, 900));
+        assert_eq!(c.cookie_secure, CookieSecure::Auto);
+        assert_eq!(c.store, DEFAULT_STORE);
+        assert_eq!(c.touch_interval(), 60);
+    }
+
+    #[test]
+    fn touch_interval_is_a_tenth_of_a_short_idle_timeout() {
+        assert_eq!(config(&[("WEBAUTH_IDLE_TIMEOUT", "30s")]).unwrap().touch_interval(), 3);
+        assert_eq!(config(&[("WEBAUTH_IDLE_TIMEOUT", "5")]).unwrap().touch_interval(), 0);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = config(&[("WEBAUTH_IDLE_TIMEOUT", "soon")]).unwrap_err();
+        assert_eq!(err.name, "WEBAUTH_IDLE_TIMEOUT");
+        assert!(err.to_string().contains("soon"));
+        assert_eq!(config(&[("WEBAUTH_COOKIE_SECURE", "yes")]).unwrap_err().name, "WEBAUTH_COOKIE_SECURE");
+        assert_eq!(config(&[("WEBAUTH_COOKIE_NAME", "a;b")]).unwrap_err().name, "WEBAUTH_COOKIE_NAME");
+        assert_eq!(config(&[("WEBAUTH_STORE", "mysql://x")]).unwrap_err().name, "WEBAUTH_STORE");
+        assert_eq!(config(&[("WEBAUTH_MOUNT", "members")]).unwrap_err().name, "WEBAUTH_MOUNT");
+    }
+
+    #[test]
+    fn mount_gets_a_trailing_slash() {
+        assert_eq!(config(&[("WEBAUTH_MOUNT", "/members")]).unwrap().mount.as_deref(), Some("/members/"));
+    }
+
+    #[test]
+    fn trusted_origins_are_a_list() {
+        let c = config(&[("WEBAUTH_TRUSTED_ORIGINS", "https://a.example, https://B.example/")]).unwrap();
+        assert_eq!(c.trusted_origins, vec!["https://a.example", "https://b.example"]);
+    }
+}

@@ -1,0 +1,59 @@
+//! Brute-force regulation: failed logins counted in the session store, so the
+//! count holds across CGI processes and FastCGI workers.
+//!
+//! Anyone can fail five times as someone else, so a ban on a username alone
+//! would let an attacker lock the real user out. Failures are counted on
+//! three keys, each with its own limit:
+//! - username and address: `WEBAUTH_MAX_FAILURES` (5): the usual guesser is
+//!   banned, and the real user elsewhere is not;
+//! - address, any username: 4x that (20): one address spraying many names;
+//! - username, any address: 10x that (50): a guesser spread over many
+//!   addresses. Only this key locks the real user out, and it takes ten times
+//!   the failures; the ban lasts `WEBAUTH_BAN_TIME` and a success clears it.
+//!
+//! Unknown usernames are counted like known ones, so the answer does not tell
+//! which names exist.
+
+use crate::config::Config;
+use crate::store::{Limit, SessionStore, StoreError};
+
+/// The counters a login attempt for `username` from `addr` touches.
+pub fn keys(config: &Config, username: &str, addr: &str) -> Vec<(String, Limit)> {
+    let limit = |max| Limit { max, window: config.failure_window, ban: config.ban_time };
+    vec![
+        (format!("pair:{username}|{addr}"), limit(config.max_failures)),
+        (format!("addr:{addr}"), limit(config.max_failures_per_address)),
+        (format!("user:{username}"), limit(config.max_failures_per_user)),
+    ]
+}
+
+/// Seconds until the attempt may be made, if a ban is in force.
+pub fn retry_after(store: &mut dyn SessionStore, keys: &[(String, Limit)], now: i64) -> Result<Option<i64>, StoreError> {
+    Ok(store.banned_until(keys, now)?.map(|until| (until - now).max(1)))
+}
+
+/// Counts a failure; `Some(seconds)` when it started a ban.
+pub fn failed(store: &mut dyn SessionStore, keys: &[(String, Limit)], now: i64) -> Result<Option<i64>, StoreError> {
+    Ok(store.record_failure(keys, now)?.map(|until| (until - now).max(1)))
+}
+
+/// A success clears the user's counts (not the address's: one good login
+/// must not launder a spray from the same address).
+pub fn succeeded(store: &mut dyn SessionStore, keys: &[(String, Limit)]) -> Result<(), StoreError> {
+    let user_keys: Vec<String> = keys.iter().map(|(k, _)| k.clone()).filter(|k| !k.starts_with("addr:")).collect();
+    store.clear_failures(&user_keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_scale_from_max_failures() {
+        let config = Config::from_vars(&[("WEBAUTH_MAX_FAILURES".into(), "3".into())]).unwrap();
+        let k = keys(&config, "john", "10.0.0.1");
+        assert_eq!(k[0].0, "pair:john|10.0.0.1");
+        assert_eq!(k.iter().map(|(_, l)| l.max).collect::<Vec<_>>(), vec![3, 12, 30]);
+        assert!(k.iter().all(|(_, l)| l.window == 600 && l.ban == 900));
+    }
+}

@@ -1,0 +1,47 @@
+//! `index`: the user's page with a live session, else the login page.
+
+use serde_json::Value;
+use tera::Context;
+
+use super::current_session;
+use crate::app::{App, Error};
+use crate::http::{Request, Response};
+use crate::render::mount;
+use crate::routes::login::{login_page, LoginForm};
+use crate::session::expire_cookie;
+use crate::users::User;
+
+pub fn index(app: &mut App, req: &Request) -> Result<Response, Error> {
+    if !matches!(req.method.as_str(), "GET" | "HEAD") {
+        return Err(Error::MethodNotAllowed("GET, HEAD"));
+    }
+    let (live, mut stale) = current_session(app, req)?;
+    if let Some(live) = live {
+        let users = app.users()?;
+        if let Some(user) = users.get(&live.username) {
+            return user_page(app, req, user);
+        }
+        // The user was deleted from the file: their sessions end with them.
+        app.store()?.delete(&live.id)?;
+        stale = true;
+    }
+    let page = login_page(app, req, 200, &LoginForm::default())?;
+    Ok(if stale {
+        let gone = expire_cookie(app.config(), req, &mount(app.config(), req));
+        page.with_header("Set-Cookie", &gone)
+    } else {
+        page
+    })
+}
+
+fn user_page(app: &mut App, req: &Request, user: &User) -> Result<Response, Error> {
+    let mut fields = user.fields.clone();
+    fields.insert("username".into(), Value::String(user.username.clone()));
+    let mount = mount(app.config(), req);
+    let mut context = Context::new();
+    context.insert("title", "Welcome");
+    context.insert("user", &Value::Object(fields));
+    context.insert("logout_action", &format!("{mount}logout"));
+    let config = app.config().clone();
+    Ok(app.render.page(&config, req, 200, "user.html", context)?)
+}

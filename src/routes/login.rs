@@ -1,0 +1,115 @@
+//! `login`: checks a username and password and starts a session.
+
+use tera::Context;
+
+use super::{read_fields, safe_next, BodyKind};
+use crate::app::{App, Error};
+use crate::audit::{self, Event};
+use crate::http::{Request, Response};
+use crate::render::mount;
+use crate::session::{self, session_cookie, CookieState, Token};
+use crate::store::SessionRecord;
+use crate::users::{normalize_username, MAX_PASSWORD, MAX_USERNAME};
+use crate::{origin, regulate};
+
+pub const INVALID: &str = "Invalid username or password.";
+pub const MUST_PROVIDE: &str = "Must provide username and password.";
+const TOO_LONG: &str = "Username or password too long.";
+
+/// What the login page shows besides the form.
+#[derive(Debug, Default)]
+pub struct LoginForm<'a> {
+    pub username: &'a str,
+    pub message: &'a str,
+    pub next: &'a str,
+}
+
+/// The login page, posting to `<mount>login` (with `next` kept when it is safe).
+pub fn login_page(app: &mut App, req: &Request, status: u16, form: &LoginForm) -> Result<Response, Error> {
+    let mount = mount(app.config(), req);
+    let mut context = Context::new();
+    context.insert("title", "Sign in");
+    context.insert("action", &format!("{mount}login"));
+    context.insert("username", form.username);
+    context.insert("message", form.message);
+    context.insert("next", if super::is_local_path(form.next) && form.next != mount { form.next } else { "" });
+    let config = app.config().clone();
+    Ok(app.render.page(&config, req, status, "login.html", context)?)
+}
+
+pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
+    let mount = mount(app.config(), req);
+    match req.method.as_str() {
+        "GET" | "HEAD" => {
+            let next = safe_next(req.query_param("next").as_deref(), &mount);
+            return login_page(app, req, 200, &LoginForm { next: &next, ..LoginForm::default() });
+        }
+        "POST" => {}
+        _ => return Err(Error::MethodNotAllowed("GET, HEAD, POST")),
+    }
+    origin::check(app.config(), req).map_err(Error::CrossOrigin)?;
+    let (kind, fields) = read_fields(req)?;
+    let json = kind == BodyKind::Json || req.wants_json();
+    let next = safe_next(fields.next.as_deref().or(req.query_param("next").as_deref()), &mount);
+    let (username, password) = match (fields.username, fields.password) {
+        (Some(u), Some(p)) if !u.trim().is_empty() && !p.is_empty() => (u, p),
+        (u, _) => {
+            let form = LoginForm { username: u.as_deref().unwrap_or(""), message: MUST_PROVIDE, next: &next };
+            return refuse(app, req, json, 400, &form);
+        }
+    };
+    if username.len() > MAX_USERNAME || password.len() > MAX_PASSWORD {
+        return refuse(app, req, json, 400, &LoginForm { message: TOO_LONG, next: &next, ..LoginForm::default() });
+    }
+    let username = normalize_username(&username);
+    let users = app.users()?;
+    let config = app.config().clone();
+    let keys = regulate::keys(&config, &username, &req.remote_addr);
+    let now = session::now();
+    if let Some(wait) = regulate::retry_after(app.store()?, &keys, now)? {
+        audit::record(config.log, Event::Banned, &username, &req.remote_addr);
+        return Err(Error::Banned { retry_after: wait });
+    }
+    let Some(user) = users.verify(&username, &password) else {
+        let ban = regulate::failed(app.store()?, &keys, now)?;
+        audit::record(config.log, Event::LoginFailure, &username, &req.remote_addr);
+        if ban.is_some() {
+            audit::record(config.log, Event::Ban, &username, &req.remote_addr);
+        }
+        let form = LoginForm { username: &username, message: INVALID, next: &next };
+        return refuse(app, req, json, 401, &form);
+    };
+
+    let store = app.store()?;
+    regulate::succeeded(store, &keys)?;
+    store.purge(now, config.idle_timeout, config.failure_window)?;
+    // A cookie sent along is replaced, and its session ended: no fixation.
+    if let CookieState::Present(old) = session::read_cookie(&req.cookie_header, &config.cookie_name) {
+        store.delete(&old.id())?;
+    }
+    let token = Token::generate().map_err(|e| Error::Random(e.to_string()))?;
+    store.insert(&SessionRecord {
+        id: token.id(),
+        username: user.username.clone(),
+        created: now,
+        last_seen: now,
+        expires_at: now + config.absolute_timeout,
+    })?;
+    audit::record(config.log, Event::LoginSuccess, &user.username, &req.remote_addr);
+    let cookie = session_cookie(&config, req, &mount, &token, None);
+    let response = if json {
+        Response::json(200, &serde_json::json!({"success": true, "redirect": next}))
+    } else {
+        Response::redirect_303(&next)
+    };
+    Ok(response.with_header("Set-Cookie", &cookie))
+}
+
+/// A failed login: JSON for the page's script, the login page for a form.
+fn refuse(app: &mut App, req: &Request, json: bool, status: u16, form: &LoginForm) -> Result<Response, Error> {
+    if json {
+        Ok(Response::json_error(status, form.message))
+    } else {
+        login_page(app, req, status, form)
+    }
+}

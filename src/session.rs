@@ -1,0 +1,274 @@
+//! Session tokens, the session cookie, and the idle and absolute rules.
+//!
+//! A token is 256 bits from the OS random source, sent base64url in the cookie;
+//! the store keys sessions by the token's SHA-256, so a leaked store holds no
+//! live cookies. The store itself sits behind [`crate::store::SessionStore`].
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use cookie::{Cookie, SameSite};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, CookieSecure};
+use crate::http::Request;
+use crate::store::{SessionRecord, SessionStore, StoreError};
+
+const TOKEN_BYTES: usize = 32;
+/// base64url length of a token without padding.
+pub const TOKEN_LEN: usize = 43;
+/// A `Cookie` header longer than this is not read at all.
+const MAX_COOKIE_HEADER: usize = 8 * 1024;
+
+/// A session token as the client holds it. Never logged, never stored.
+pub struct Token(String);
+
+impl Token {
+    /// A fresh token from the OS random source.
+    pub fn generate() -> Result<Token, getrandom::Error> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        getrandom::fill(&mut bytes)?;
+        Ok(Token(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// A token read from a cookie, if it has the shape of one of ours.
+    pub fn parse(text: &str) -> Option<Token> {
+        let ok = text.len() == TOKEN_LEN && URL_SAFE_NO_PAD.decode(text).is_ok_and(|b| b.len() == TOKEN_BYTES);
+        ok.then(|| Token(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// What the store keeps instead of the token.
+    pub fn id(&self) -> SessionId {
+        SessionId(Sha256::digest(self.0.as_bytes()).into())
+    }
+}
+
+/// The SHA-256 of a token: the store's key for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub [u8; 32]);
+
+impl SessionId {
+    /// A short, non-secret label for logs and `webauth session list`.
+    pub fn short(&self) -> String {
+        self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// What the cookie header says about our session cookie.
+#[derive(Debug)]
+pub enum CookieState {
+    /// No cookie of our name.
+    Absent,
+    /// Our cookie is there but cannot name a session (malformed, duplicated,
+    /// over-long): treated as no session, and expired in the reply.
+    Invalid,
+    Present(Token),
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// Finds the session cookie in a `Cookie` header.
+pub fn read_cookie(header: &str, name: &str) -> CookieState {
+    if header.len() > MAX_COOKIE_HEADER {
+        return if header.contains(name) { CookieState::Invalid } else { CookieState::Absent };
+    }
+    let mut found: Option<CookieState> = None;
+    for piece in header.split(';') {
+        let piece = piece.trim();
+        let Some((key, value)) = piece.split_once('=') else { continue };
+        if key.trim() != name {
+            continue;
+        }
+        if found.is_some() {
+            // Two cookies of our name (e.g. one per path): we cannot tell which
+            // the browser meant, so neither counts.
+            return CookieState::Invalid;
+        }
+        let value = value.trim().trim_matches('"');
+        found = Some(match Token::parse(value) {
+            Some(token) => CookieState::Present(token),
+            None => CookieState::Invalid,
+        });
+    }
+    found.unwrap_or(CookieState::Absent)
+}
+
+fn base_cookie(config: &Config, req: &Request, mount: &str, value: String) -> Cookie<'static> {
+    let secure = match config.cookie_secure {
+        CookieSecure::Always => true,
+        CookieSecure::Never => false,
+        CookieSecure::Auto => req.https,
+    };
+    Cookie::build((config.cookie_name.clone(), value))
+        .path(mount.to_string())
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .build()
+}
+
+/// The `Set-Cookie` value that gives the browser a new session.
+///
+/// A session cookie (no `Max-Age`) unless `lifetime` is given: the server's
+/// idle and absolute rules end the session whatever the browser keeps.
+pub fn session_cookie(config: &Config, req: &Request, mount: &str, token: &Token, lifetime: Option<i64>) -> String {
+    let mut c = base_cookie(config, req, mount, token.as_str().to_string());
+    if let Some(seconds) = lifetime {
+        c.set_max_age(cookie::time::Duration::seconds(seconds));
+    }
+    c.to_string()
+}
+
+/// The `Set-Cookie` value that makes the browser drop the session cookie.
+pub fn expire_cookie(config: &Config, req: &Request, mount: &str) -> String {
+    let mut c = base_cookie(config, req, mount, String::new());
+    c.set_max_age(cookie::time::Duration::ZERO);
+    c.set_expires(cookie::time::OffsetDateTime::UNIX_EPOCH);
+    c.to_string()
+}
+
+/// Why a session found in the store no longer counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Live { touch: bool },
+    Idle,
+    Expired,
+}
+
+/// Applies the idle and absolute rules to a stored session at `now`.
+pub fn judge(config: &Config, record: &SessionRecord, now: i64) -> Verdict {
+    if now >= record.expires_at {
+        Verdict::Expired
+    } else if now - record.last_seen >= config.idle_timeout {
+        Verdict::Idle
+    } else {
+        Verdict::Live { touch: now - record.last_seen >= config.touch_interval() }
+    }
+}
+
+/// A live session found for a request.
+pub struct Live {
+    pub id: SessionId,
+    pub username: String,
+}
+
+/// Looks up the request's session, ends it if it has run out, and records
+/// that it was seen (at most once per touch interval).
+pub fn current(
+    config: &Config,
+    store: &mut dyn SessionStore,
+    token: &Token,
+    now: i64,
+) -> Result<Option<Live>, StoreError> {
+    let id = token.id();
+    let Some(record) = store.get(&id)? else { return Ok(None) };
+    match judge(config, &record, now) {
+        Verdict::Live { touch } => {
+            if touch {
+                store.touch(&id, now)?;
+            }
+            Ok(Some(Live { id, username: record.username }))
+        }
+        Verdict::Idle | Verdict::Expired => {
+            store.delete(&id)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> Token {
+        Token::generate().unwrap()
+    }
+
+    #[test]
+    fn tokens_are_256_bits_base64url_and_distinct() {
+        let (a, b) = (token(), token());
+        assert_eq!(a.as_str().len(), TOKEN_LEN);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert_ne!(a.as_str(), b.as_str());
+        assert_ne!(a.id(), b.id());
+        assert!(Token::parse(a.as_str()).is_some());
+    }
+
+    #[test]
+    fn forged_and_malformed_tokens_do_not_parse() {
+        for bad in ["Session::john", "", "abc", &"A".repeat(44), &"*".repeat(43)] {
+            assert!(Token::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_store_key_is_the_sha256_of_the_token() {
+        let t = token();
+        let expected: [u8; 32] = Sha256::digest(t.as_str().as_bytes()).into();
+        assert_eq!(t.id().0, expected);
+    }
+
+    #[test]
+    fn cookie_header_parsing() {
+        let t = token();
+        let ok = format!("a=1; webauth={}; b=2", t.as_str());
+        assert!(matches!(read_cookie(&ok, "webauth"), CookieState::Present(_)));
+        assert!(matches!(read_cookie("a=1", "webauth"), CookieState::Absent));
+        assert!(matches!(read_cookie("", "webauth"), CookieState::Absent));
+        assert!(matches!(read_cookie("webauth=Session::john", "webauth"), CookieState::Invalid));
+        let twice = format!("webauth={0}; webauth={0}", t.as_str());
+        assert!(matches!(read_cookie(&twice, "webauth"), CookieState::Invalid));
+        let long = format!("webauth={}; pad={}", t.as_str(), "x".repeat(9000));
+        assert!(matches!(read_cookie(&long, "webauth"), CookieState::Invalid));
+        // A cookie whose name merely ends like ours is someone else's.
+        let other = format!("xwebauth={}", t.as_str());
+        assert!(matches!(read_cookie(&other, "webauth"), CookieState::Absent));
+    }
+
+    #[test]
+    fn cookie_attributes() {
+        let config = Config::default();
+        let mut req = Request::fake("POST", "/members/login", "");
+        let t = token();
+        let set = session_cookie(&config, &req, "/members/", &t, None);
+        assert!(set.starts_with(&format!("webauth={}", t.as_str())));
+        for attr in ["HttpOnly", "SameSite=Lax", "Path=/members/"] {
+            assert!(set.contains(attr), "{set} lacks {attr}");
+        }
+        assert!(!set.contains("Secure"));
+        req.https = true;
+        assert!(session_cookie(&config, &req, "/", &t, None).contains("Secure"));
+        let gone = expire_cookie(&config, &req, "/");
+        assert!(gone.contains("Max-Age=0") && gone.contains("Path=/") && gone.contains("Secure"));
+    }
+
+    fn record(created: i64, last_seen: i64, expires_at: i64) -> SessionRecord {
+        SessionRecord { id: token().id(), username: "john".into(), created, last_seen, expires_at }
+    }
+
+    #[test]
+    fn idle_and_absolute_rules() {
+        let config = Config::default(); // 30 min idle, 8 h absolute, touch after 60 s
+        let r = record(1000, 1000, 1000 + 8 * 3600);
+        assert_eq!(judge(&config, &r, 1030), Verdict::Live { touch: false });
+        assert_eq!(judge(&config, &r, 1060), Verdict::Live { touch: true });
+        assert_eq!(judge(&config, &r, 1000 + 1800), Verdict::Idle);
+        let busy = record(1000, 1000 + 8 * 3600 - 5, 1000 + 8 * 3600);
+        assert_eq!(judge(&config, &busy, 1000 + 8 * 3600), Verdict::Expired);
+    }
+}

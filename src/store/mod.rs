@@ -1,0 +1,80 @@
+//! Where sessions and failed-login counters live, behind one trait so that the
+//! handlers never know which store a deployment chose.
+
+pub mod sqlite;
+
+use std::fmt;
+
+use crate::config::Config;
+use crate::session::SessionId;
+
+/// A session as the store keeps it (no token: only its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub username: String,
+    pub created: i64,
+    pub last_seen: i64,
+    /// The absolute end of the session (login time plus its lifetime).
+    pub expires_at: i64,
+}
+
+/// The rule a failure counter follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub max: u32,
+    pub window: i64,
+    pub ban: i64,
+}
+
+/// The store could not do what was asked. Every variant maps to `503`.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Locked for longer than the busy timeout, read-only, unreadable, missing.
+    Unavailable { store: String, cause: String },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable { store, cause } => write!(f, "session store {store}: {cause}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Sessions and failed-login counters.
+///
+/// Every method is one short transaction, safe when many CGI processes and
+/// FastCGI workers use the same store at once.
+pub trait SessionStore {
+    fn insert(&mut self, record: &SessionRecord) -> Result<(), StoreError>;
+    fn get(&mut self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
+    /// Records that the session was used at `now`.
+    fn touch(&mut self, id: &SessionId, now: i64) -> Result<(), StoreError>;
+    fn delete(&mut self, id: &SessionId) -> Result<(), StoreError>;
+    /// Ends every session of a user; returns how many there were.
+    fn delete_user(&mut self, username: &str) -> Result<usize, StoreError>;
+    fn list(&mut self) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Removes sessions past their idle or absolute end, and stale counters.
+    fn purge(&mut self, now: i64, idle_timeout: i64, failure_window: i64) -> Result<usize, StoreError>;
+
+    /// The latest end of a ban on any of `keys`, if one is in force at `now`.
+    fn banned_until(&mut self, keys: &[(String, Limit)], now: i64) -> Result<Option<i64>, StoreError>;
+    /// Counts a failure on every key; a key that reaches its limit within its
+    /// window is banned. Returns the latest ban now in force, if any.
+    fn record_failure(&mut self, keys: &[(String, Limit)], now: i64) -> Result<Option<i64>, StoreError>;
+    fn clear_failures(&mut self, keys: &[String]) -> Result<(), StoreError>;
+}
+
+/// Opens the store the configuration names.
+pub fn open(config: &Config) -> Result<Box<dyn SessionStore>, StoreError> {
+    match config.store.strip_prefix("sqlite:") {
+        Some(path) => Ok(Box::new(sqlite::SqliteStore::open(path)?)),
+        None => Err(StoreError::Unavailable {
+            store: config.store.clone(),
+            cause: "unknown store kind (expected sqlite:PATH)".into(),
+        }),
+    }
+}

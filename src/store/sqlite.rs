@@ -1,0 +1,334 @@
+//! The embedded store: one SQLite file in WAL mode, shared by every CGI
+//! process and FastCGI worker on the host.
+//!
+//! WAL lets readers go on while one process writes; the busy timeout makes a
+//! writer wait its turn instead of failing with "database is locked". Every
+//! write is one short `BEGIN IMMEDIATE` transaction, so a process killed
+//! mid-request leaves at most a rolled-back journal behind.
+
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use super::{Limit, SessionRecord, SessionStore, StoreError};
+use crate::session::SessionId;
+
+const SCHEMA_VERSION: i64 = 1;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sessions (
+    id         BLOB PRIMARY KEY,
+    username   TEXT NOT NULL,
+    created    INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_username ON sessions(username);
+CREATE INDEX IF NOT EXISTS sessions_last_seen ON sessions(last_seen);
+CREATE TABLE IF NOT EXISTS failures (
+    key          TEXT PRIMARY KEY,
+    count        INTEGER NOT NULL,
+    window_start INTEGER NOT NULL,
+    banned_until INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+pub struct SqliteStore {
+    path: String,
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (and on first use creates) the store at `path`. The directory
+    /// must exist and be writable by the web server's user.
+    pub fn open(path: &str) -> Result<SqliteStore, StoreError> {
+        let fail = |e: rusqlite::Error| unavailable(path, e);
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(fail)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+        let mut store = SqliteStore { path: path.to_string(), conn };
+        store.migrate().map_err(fail)?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> rusqlite::Result<()> {
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        // journal_mode cannot change inside a transaction; it sticks to the file.
+        self.conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+        tx.commit()
+    }
+
+    fn fail(&self, e: rusqlite::Error) -> StoreError {
+        unavailable(&self.path, e)
+    }
+}
+
+fn unavailable(path: &str, e: rusqlite::Error) -> StoreError {
+    let mut cause = e.to_string();
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        if f.code == rusqlite::ErrorCode::CannotOpen {
+            cause.push_str(" (does the directory exist and can this user write it?)");
+        }
+    }
+    StoreError::Unavailable { store: format!("sqlite:{path}"), cause }
+}
+
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let id: Vec<u8> = row.get(0)?;
+    let mut bytes = [0u8; 32];
+    if id.len() == 32 {
+        bytes.copy_from_slice(&id);
+    }
+    Ok(SessionRecord {
+        id: SessionId(bytes),
+        username: row.get(1)?,
+        created: row.get(2)?,
+        last_seen: row.get(3)?,
+        expires_at: row.get(4)?,
+    })
+}
+
+impl SessionStore for SqliteStore {
+    fn insert(&mut self, r: &SessionRecord) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sessions (id, username, created, last_seen, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![&r.id.0[..], r.username, r.created, r.last_seen, r.expires_at]))
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+
+    fn get(&mut self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT id, username, created, last_seen, expires_at FROM sessions WHERE id = ?1")
+            .and_then(|mut s| s.query_row(params![&id.0[..]], record_from_row).optional())
+            .map_err(|e| self.fail(e))
+    }
+
+    fn touch(&mut self, id: &SessionId, now: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE sessions SET last_seen = max(last_seen, ?2) WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![&id.0[..], now]))
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+
+    fn delete(&mut self, id: &SessionId) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM sessions WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![&id.0[..]]))
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+
+    fn delete_user(&mut self, username: &str) -> Result<usize, StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM sessions WHERE username = ?1")
+            .and_then(|mut s| s.execute(params![username]))
+            .map_err(|e| self.fail(e))
+    }
+
+    fn list(&mut self) -> Result<Vec<SessionRecord>, StoreError> {
+        let result = (|| {
+            let mut s = self.conn.prepare(
+                "SELECT id, username, created, last_seen, expires_at FROM sessions ORDER BY username, created",
+            )?;
+            let rows = s.query_map([], record_from_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })();
+        result.map_err(|e| self.fail(e))
+    }
+
+    fn purge(&mut self, now: i64, idle_timeout: i64, failure_window: i64) -> Result<usize, StoreError> {
+        let result = (|| {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "DELETE FROM sessions WHERE expires_at <= ?1 OR last_seen <= ?1 - ?2",
+                params![now, idle_timeout],
+            )?;
+            tx.execute(
+                "DELETE FROM failures WHERE banned_until <= ?1 AND window_start <= ?1 - ?2",
+                params![now, failure_window],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        })();
+        result.map_err(|e| self.fail(e))
+    }
+
+    fn banned_until(&mut self, keys: &[(String, Limit)], now: i64) -> Result<Option<i64>, StoreError> {
+        let mut latest: Option<i64> = None;
+        for (key, _) in keys {
+            let until: Option<i64> = self
+                .conn
+                .prepare_cached("SELECT banned_until FROM failures WHERE key = ?1 AND banned_until > ?2")
+                .and_then(|mut s| s.query_row(params![key, now], |r| r.get(0)).optional())
+                .map_err(|e| self.fail(e))?;
+            latest = latest.max(until);
+        }
+        Ok(latest)
+    }
+
+    fn record_failure(&mut self, keys: &[(String, Limit)], now: i64) -> Result<Option<i64>, StoreError> {
+        let result = (|| {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut latest: Option<i64> = None;
+            for (key, limit) in keys {
+                let row: Option<(i64, i64, i64)> = tx
+                    .query_row(
+                        "SELECT count, window_start, banned_until FROM failures WHERE key = ?1",
+                        params![key],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .optional()?;
+                let (count, start, banned) = match row {
+                    Some((count, start, banned)) if now - start < limit.window => (count + 1, start, banned),
+                    Some((_, _, banned)) => (1, now, banned),
+                    None => (1, now, 0),
+                };
+                // Reaching the limit bans the key and starts a fresh count, so
+                // the attempts after a ban are counted anew.
+                let (count, start, banned) =
+                    if count >= limit.max as i64 { (0, now, now + limit.ban) } else { (count, start, banned) };
+                tx.execute(
+                    "INSERT OR REPLACE INTO failures (key, count, window_start, banned_until) VALUES (?1, ?2, ?3, ?4)",
+                    params![key, count, start, banned],
+                )?;
+                if banned > now {
+                    latest = latest.max(Some(banned));
+                }
+            }
+            tx.commit()?;
+            Ok(latest)
+        })();
+        result.map_err(|e| self.fail(e))
+    }
+
+    fn clear_failures(&mut self, keys: &[String]) -> Result<(), StoreError> {
+        for key in keys {
+            self.conn
+                .prepare_cached("DELETE FROM failures WHERE key = ?1")
+                .and_then(|mut s| s.execute(params![key]))
+                .map_err(|e| self.fail(e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Token;
+
+    fn temp_store() -> (tempdir::Dir, SqliteStore) {
+        let dir = tempdir::Dir::new();
+        let store = SqliteStore::open(dir.path().join("s.db").to_str().unwrap()).unwrap();
+        (dir, store)
+    }
+
+    fn record(username: &str, now: i64) -> SessionRecord {
+        let id = Token::generate().unwrap().id();
+        SessionRecord { id, username: username.into(), created: now, last_seen: now, expires_at: now + 100 }
+    }
+
+    #[test]
+    fn insert_get_touch_delete() {
+        let (_dir, mut s) = temp_store();
+        let r = record("john", 1000);
+        s.insert(&r).unwrap();
+        assert_eq!(s.get(&r.id).unwrap(), Some(r.clone()));
+        s.touch(&r.id, 1050).unwrap();
+        assert_eq!(s.get(&r.id).unwrap().unwrap().last_seen, 1050);
+        s.delete(&r.id).unwrap();
+        assert_eq!(s.get(&r.id).unwrap(), None);
+    }
+
+    #[test]
+    fn delete_user_ends_only_that_users_sessions() {
+        let (_dir, mut s) = temp_store();
+        let (a, b, c) = (record("john", 1), record("john", 1), record("jane", 1));
+        for r in [&a, &b, &c] {
+            s.insert(r).unwrap();
+        }
+        assert_eq!(s.delete_user("john").unwrap(), 2);
+        assert_eq!(s.list().unwrap(), vec![c]);
+    }
+
+    #[test]
+    fn purge_removes_idle_and_expired_sessions() {
+        let (_dir, mut s) = temp_store();
+        let fresh = record("a", 1000);
+        let idle = record("b", 100);
+        s.insert(&fresh).unwrap();
+        s.insert(&idle).unwrap();
+        assert_eq!(s.purge(1010, 500, 600).unwrap(), 1);
+        assert_eq!(s.list().unwrap(), vec![fresh]);
+    }
+
+    #[test]
+    fn failures_ban_at_the_limit_and_lapse() {
+        let (_dir, mut s) = temp_store();
+        let limit = Limit { max: 3, window: 60, ban: 30 };
+        let keys = vec![("pair:john|1.2.3.4".to_string(), limit)];
+        assert_eq!(s.record_failure(&keys, 100).unwrap(), None);
+        assert_eq!(s.record_failure(&keys, 101).unwrap(), None);
+        assert_eq!(s.record_failure(&keys, 102).unwrap(), Some(132));
+        assert_eq!(s.banned_until(&keys, 110).unwrap(), Some(132));
+        assert_eq!(s.banned_until(&keys, 132).unwrap(), None);
+        s.clear_failures(&[keys[0].0.clone()]).unwrap();
+        assert_eq!(s.banned_until(&keys, 110).unwrap(), None);
+    }
+
+    #[test]
+    fn failures_outside_the_window_start_a_new_count() {
+        let (_dir, mut s) = temp_store();
+        let keys = vec![("ip:1.2.3.4".to_string(), Limit { max: 2, window: 10, ban: 30 })];
+        assert_eq!(s.record_failure(&keys, 100).unwrap(), None);
+        assert_eq!(s.record_failure(&keys, 200).unwrap(), None);
+        assert_eq!(s.record_failure(&keys, 201).unwrap(), Some(231));
+    }
+
+    #[test]
+    fn reopening_keeps_sessions() {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("s.db");
+        let r = record("john", 1);
+        SqliteStore::open(path.to_str().unwrap()).unwrap().insert(&r).unwrap();
+        assert_eq!(SqliteStore::open(path.to_str().unwrap()).unwrap().get(&r.id).unwrap(), Some(r));
+    }
+
+    #[test]
+    fn missing_directory_is_unavailable_with_a_hint() {
+        let err = SqliteStore::open("/nonexistent-dir-webauth/s.db").err().unwrap();
+        assert!(err.to_string().contains("does the directory exist"), "{err}");
+    }
+
+    /// A temporary directory removed on drop (no extra crate for one helper).
+    mod tempdir {
+        pub struct Dir(std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                let name = format!("webauth-test-{}-{}", std::process::id(), crate::session::Token::generate().unwrap().as_str());
+                let path = std::env::temp_dir().join(name);
+                std::fs::create_dir_all(&path).unwrap();
+                Dir(path)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The users file: loading and checking it, verifying passwords, and writing
+//! it atomically for the admin command.
+//!
+//! The file is JSON keyed by username, as in the tutorial's `users.js`:
+//! `{"john": {"first": "John", "last": "Smith", "password": "$argon2id$..."}}`.
+//! A password that is not an argon2id or bcrypt hash makes the whole file a
+//! load error: the programs log nobody in from it until it is fixed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
+use serde_json::{Map, Value};
+
+/// OWASP's minimum for argon2id: 19 MiB, 2 passes, 1 lane.
+pub const ARGON2_MEMORY_KIB: u32 = 19456;
+pub const ARGON2_PASSES: u32 = 2;
+pub const ARGON2_LANES: u32 = 1;
+
+/// Longest username and password a login reads (SPEC: over-long is `400`).
+pub const MAX_USERNAME: usize = 256;
+pub const MAX_PASSWORD: usize = 1024;
+
+/// An argon2id hash at the default cost of a password nobody knows: verified
+/// when the username does not exist, so that answer takes the same time.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$d2ViYXV0aC1kdW1teS1zYWx0$WaBYimcoHwDrUq7m9QTozf6W6iG/bDlGOdXGfUdNz7A";
+
+/// The same username for counting failures and for lookup: trimmed and
+/// lower-cased, so `John ` and `john` are one user.
+pub fn normalize_username(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+/// Whether a (normalized) username may be created by the admin command.
+pub fn valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_USERNAME
+        && name.chars().all(|c| c.is_alphanumeric() || "._-@+".contains(c))
+}
+
+#[derive(Debug, Clone)]
+enum Stored {
+    Argon2id(String),
+    Bcrypt(String),
+}
+
+/// A user as the pages see it: every string field but the password.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub username: String,
+    pub fields: Map<String, Value>,
+    stored: Stored,
+}
+
+impl User {
+    pub fn field(&self, name: &str) -> &str {
+        self.fields.get(name).and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+/// Why the users file cannot be used.
+#[derive(Debug)]
+pub enum UsersError {
+    Missing(PathBuf),
+    Unreadable { path: PathBuf, cause: String },
+    Malformed { path: PathBuf, cause: String },
+    BadUser { path: PathBuf, user: String, why: String },
+}
+
+impl fmt::Display for UsersError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsersError::Missing(p) => write!(
+                f,
+                "users file {}: not found (create it with `webauth user add`, or set WEBAUTH_USERS)",
+                p.display()
+            ),
+            UsersError::Unreadable { path, cause } => write!(f, "users file {}: {cause}", path.display()),
+            UsersError::Malformed { path, cause } => {
+                write!(f, "users file {}: not valid JSON: {cause}", path.display())
+            }
+            UsersError::BadUser { path, user, why } => write!(
+                f,
+                "users file {}: user {user:?}: {why}; nobody can log in until it is fixed \
+                 (set the password with `webauth user passwd {user}`)",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UsersError {}
+
+/// The users of one users file.
+#[derive(Debug, Default)]
+pub struct UserDb {
+    users: HashMap<String, User>,
+}
+
+impl UserDb {
+    pub fn load(path: &Path) -> Result<UserDb, UsersError> {
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => UsersError::Missing(path.to_path_buf()),
+            _ => UsersError::Unreadable { path: path.to_path_buf(), cause: e.to_string() },
+        })?;
+        UserDb::parse(&text, path)
+    }
+
+    /// Parses and checks a users file's text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<UserDb, UsersError> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| UsersError::Malformed { path: path.to_path_buf(), cause: e.to_string() })?;
+        let Value::Object(map) = value else {
+            return Err(UsersError::Malformed {
+                path: path.to_path_buf(),
+                cause: "expected an object keyed by username".into(),
+            });
+        };
+        let bad = |user: &str, why: &str| UsersError::BadUser {
+            path: path.to_path_buf(),
+            user: user.to_string(),
+            why: why.to_string(),
+        };
+        let mut users = HashMap::with_capacity(map.len());
+        for (name, record) in map {
+            let Value::Object(mut fields) = record else {
+                return Err(bad(&name, "expected an object with first, last and password"));
+            };
+            let Some(Value::String(password)) = fields.remove("password") else {
+                return Err(bad(&name, "no password hash"));
+            };
+            let stored = parse_stored(&password).map_err(|why| bad(&name, why))?;
+            fields.retain(|_, v| v.is_string());
+            let username = normalize_username(&name);
+            if users.contains_key(&username) {
+                return Err(bad(&name, "listed twice (usernames are compared trimmed and lower-cased)"));
+            }
+            users.insert(username.clone(), User { username, fields, stored });
+        }
+        Ok(UserDb { users })
+    }
+
+    pub fn get(&self, username: &str) -> Option<&User> {
+        self.users.get(&normalize_username(username))
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// The user, if the password is theirs. Does one hash verification whether
+    /// or not the user exists, so both failures take the same time.
+    pub fn verify(&self, username: &str, password: &str) -> Option<&User> {
+        match self.get(username) {
+            Some(user) => verify_stored(&user.stored, password).then_some(user),
+            None => {
+                let _ = verify_stored(&Stored::Argon2id(DUMMY_HASH.to_string()), password);
+                None
+            }
+        }
+    }
+}
+
+fn parse_stored(hash: &str) -> Result<Stored, &'static str> {
+    if hash.starts_with("$argon2id$") {
+        let parsed = PasswordHash::new(hash).map_err(|_| "unparsable argon2id hash")?;
+        Params::try_from(&parsed).map_err(|_| "argon2id hash with invalid parameters")?;
+        Ok(Stored::Argon2id(hash.to_string()))
+    } else if ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p)) {
+        hash.parse::<bcrypt::HashParts>().map_err(|_| "unparsable bcrypt hash")?;
+        Ok(Stored::Bcrypt(hash.to_string()))
+    } else if hash.starts_with('$') {
+        Err("unsupported hash (expected argon2id, or bcrypt $2y$/$2b$)")
+    } else {
+        Err("plaintext password (expected an argon2id hash from `webauth hash`)")
+    }
+}
+
+fn verify_stored(stored: &Stored, password: &str) -> bool {
+    match stored {
+        Stored::Argon2id(hash) => PasswordHash::new(hash)
+            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .unwrap_or(false),
+        Stored::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+    }
+}
+
+/// The argon2id PHC string of a password at OWASP's minimum cost.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES, None).map_err(|e| e.to_string())?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| format!("hashing failed: {e}"))
+}
+
+/// The users file as the admin command edits it: every field kept as written.
+pub struct UsersFile {
+    pub path: PathBuf,
+    pub entries: Map<String, Value>,
+}
+
+impl UsersFile {
+    /// Reads the file for editing; a missing file is an empty one.
+    pub fn open(path: &Path) -> Result<UsersFile, UsersError> {
+        let entries = match std::fs::read_to_string(path) {
+            Ok(text) => match serde_json::from_str(&text) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) => {
+                    return Err(UsersError::Malformed {
+                        path: path.to_path_buf(),
+                        cause: "expected an object keyed by username".into(),
+                    })
+                }
+                Err(e) => return Err(UsersError::Malformed { path: path.to_path_buf(), cause: e.to_string() }),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
+            Err(e) => return Err(UsersError::Unreadable { path: path.to_path_buf(), cause: e.to_string() }),
+        };
+        Ok(UsersFile { path: path.to_path_buf(), entries })
+    }
+
+    /// The key under which a user is stored, found the way logins find it.
+    pub fn key_of(&self, username: &str) -> Option<String> {
+        let wanted = normalize_username(username);
+        self.entries.keys().find(|k| normalize_username(k) == wanted).cloned()
+    }
+
+    /// Writes the file atomically: a temporary file beside it, synced, then
+    /// renamed over it, so a reader sees the old file or the new, never half.
+    pub fn save(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or("users.json");
+        let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+        let mode = std::fs::metadata(&self.path).map(|m| m.permissions().mode()).unwrap_or(0o640);
+        let mut text = serde_json::to_string_pretty(&Value::Object(self.entries.clone()))?;
+        text.push('\n');
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(text: &str) -> Result<UserDb, UsersError> {
+        UserDb::parse(text, Path::new("users.json"))
+    }
+
+    #[test]
+    fn dummy_hash_is_a_valid_default_cost_hash() {
+        let h = PasswordHash::new(DUMMY_HASH).unwrap();
+        let p = Params::try_from(&h).unwrap();
+        assert_eq!((p.m_cost(), p.t_cost(), p.p_cost()), (ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES));
+    }
+
+    #[test]
+    fn hashes_verify_and_carry_owasp_parameters() {
+        let hash = hash_password("johnpass").unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+        let text = serde_json::json!({"John": {"first": "John", "last": "Smith", "password": hash, "n": 3}});
+        let users = db(&text.to_string()).unwrap();
+        let user = users.verify("john", "johnpass").expect("right password");
+        assert_eq!(user.username, "john");
+        assert_eq!(user.field("first"), "John");
+        assert!(user.fields.get("password").is_none());
+        assert!(user.fields.get("n").is_none(), "only string fields reach the pages");
+        assert!(users.verify(" JOHN ", "johnpass").is_some(), "usernames are normalized");
+        assert!(users.verify("john", "wrong").is_none());
+        assert!(users.verify("nobody", "johnpass").is_none());
+    }
+
+    #[test]
+    fn plaintext_password_is_a_load_error_naming_the_user() {
+        let err = db(r#"{"john": {"first": "John", "password": "johnpass"}}"#).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("\"john\"") && text.contains("plaintext"), "{text}");
+    }
+
+    #[test]
+    fn unparsable_hashes_are_load_errors() {
+        for bad in ["$argon2id$garbage", "$2y$10$short", "$1$md5crypt$abc", ""] {
+            let text = serde_json::json!({"jane": {"password": bad}}).to_string();
+            assert!(matches!(db(&text), Err(UsersError::BadUser { .. })), "{bad:?}");
+        }
+        assert!(matches!(db(r#"{"jane": {}}"#), Err(UsersError::BadUser { .. })));
+        assert!(matches!(db("[1]"), Err(UsersError::Malformed { .. })));
+        assert!(matches!(db("{"), Err(UsersError::Malformed { .. })));
+    }
+
+    #[test]
+    fn bcrypt_from_htpasswd_is_accepted() {
+        let hash = bcrypt::hash("janepass", 4).unwrap().replacen("$2b$", "$2y$", 1);
+        let users = db(&serde_json::json!({"jane": {"password": hash}}).to_string()).unwrap();
+        assert!(users.verify("jane", "janepass").is_some());
+        assert!(users.verify("jane", "nope").is_none());
+    }
+
+    #[test]
+    fn usernames_that_collide_after_normalizing_are_refused() {
+        let h = hash_password("x").unwrap();
+        let text = serde_json::json!({"john": {"password": h}, "John": {"password": h}}).to_string();
+        assert!(matches!(db(&text), Err(UsersError::BadUser { .. })));
+    }
+
+    #[test]
+    fn missing_file_says_how_to_create_it() {
+        let err = UserDb::load(Path::new("/nonexistent/users.json")).unwrap_err();
+        assert!(err.to_string().contains("webauth user add"));
+    }
+
+    #[test]
+    fn username_rules() {
+        assert!(valid_username("john.smith@example.org"));
+        assert!(!valid_username(""));
+        assert!(!valid_username("a b"));
+        assert!(!valid_username("<script>"));
+        assert!(!valid_username(&"a".repeat(MAX_USERNAME + 1)));
+    }
+}
