@@ -66,7 +66,9 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
         ["serve", "--demo", "--listen", addr] | ["serve", "--listen", addr, "--demo"] => {
             crate::serve::demo(addr).map_err(fail)
         }
-        ["serve", ..] => Err(usage("serve runs the demo only: webauth serve --demo (production runs behind a web server)")),
+        ["serve", ..] => {
+            Err(usage("serve runs the demo only: webauth serve --demo (production runs behind a web server)"))
+        }
         ["help"] | ["--help"] | ["-h"] => {
             println!("{USAGE}");
             Ok(())

@@ -128,9 +128,7 @@ impl Config {
         let log = match var("WEBAUTH_LOG").as_deref().map(str::trim) {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
-            Some(v) => {
-                return Err(ConfigError { name: "WEBAUTH_LOG", value: v.to_string(), expected: "text or json" })
-            }
+            Some(v) => return Err(ConfigError { name: "WEBAUTH_LOG", value: v.to_string(), expected: "text or json" }),
         };
         let mount = match var("WEBAUTH_MOUNT") {
             None => None,

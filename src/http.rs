@@ -43,8 +43,7 @@ impl RequestError {
                 format!("Request body has {received} bytes but Content-Length says {declared}.")
             }
             RequestError::UnsupportedType(_) => {
-                "Unsupported Content-Type: send application/json or application/x-www-form-urlencoded."
-                    .to_string()
+                "Unsupported Content-Type: send application/json or application/x-www-form-urlencoded.".to_string()
             }
             RequestError::Malformed(why) => format!("Malformed request: {why}."),
         }
@@ -86,15 +85,12 @@ impl BodyPlan {
     pub fn check(self, body: Vec<u8>) -> Result<Vec<u8>, RequestError> {
         match self {
             BodyPlan::TooLarge(_) => Err(RequestError::TooLarge),
-            BodyPlan::Invalid if body.is_empty() => Err(RequestError::BadLength(
-                "missing, empty or not a non-negative number".into(),
-            )),
+            BodyPlan::Invalid if body.is_empty() => {
+                Err(RequestError::BadLength("missing, empty or not a non-negative number".into()))
+            }
             BodyPlan::Invalid => Err(RequestError::BadLength("body sent without a valid length".into())),
             BodyPlan::Read(_) if body.len() > MAX_BODY => Err(RequestError::TooLarge),
-            BodyPlan::Read(n) if body.len() != n => Err(RequestError::ShortBody {
-                declared: n,
-                received: body.len(),
-            }),
+            BodyPlan::Read(n) if body.len() != n => Err(RequestError::ShortBody { declared: n, received: body.len() }),
             BodyPlan::Read(_) => Ok(body),
         }
     }
@@ -140,11 +136,8 @@ impl Request {
     pub fn from_cgi_vars(vars: &HashMap<String, String>, body: Result<Vec<u8>, RequestError>) -> Request {
         let get = |name: &str| vars.get(name).map(String::as_str).unwrap_or("");
         let non_empty = |name: &str| vars.get(name).filter(|v| !v.is_empty()).cloned();
-        let mut config_vars: Vec<(String, String)> = vars
-            .iter()
-            .filter(|(k, _)| k.starts_with("WEBAUTH_"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut config_vars: Vec<(String, String)> =
+            vars.iter().filter(|(k, _)| k.starts_with("WEBAUTH_")).map(|(k, v)| (k.clone(), v.clone())).collect();
         config_vars.sort();
         Request {
             method: get("REQUEST_METHOD").to_ascii_uppercase(),
@@ -198,9 +191,7 @@ impl Request {
 
     /// One query-string parameter, decoded (lossy: the query only carries `next`).
     pub fn query_param(&self, name: &str) -> Option<String> {
-        url::form_urlencoded::parse(self.query.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
+        url::form_urlencoded::parse(self.query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
     }
 }
 
@@ -223,15 +214,11 @@ impl Response {
     }
 
     pub fn html(status: u16, body: String) -> Response {
-        Response::new(status)
-            .with_header("Content-Type", "text/html; charset=utf-8")
-            .with_body(body.into_bytes())
+        Response::new(status).with_header("Content-Type", "text/html; charset=utf-8").with_body(body.into_bytes())
     }
 
     pub fn json(status: u16, value: &serde_json::Value) -> Response {
-        Response::new(status)
-            .with_header("Content-Type", "application/json")
-            .with_body(value.to_string().into_bytes())
+        Response::new(status).with_header("Content-Type", "application/json").with_body(value.to_string().into_bytes())
     }
 
     /// `{"success": false, "message": ...}` with the given status.
@@ -269,10 +256,7 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Writes `Status:`, the headers and (unless `head_only`) the body, as a CGI
@@ -335,10 +319,7 @@ mod tests {
         assert_eq!(BodyPlan::from_content_length(Some("-1")), BodyPlan::Invalid);
         assert_eq!(BodyPlan::from_content_length(Some("1e3")), BodyPlan::Invalid);
         assert_eq!(BodyPlan::from_content_length(Some("65537")), BodyPlan::TooLarge(65537));
-        assert_eq!(
-            BodyPlan::from_content_length(Some("99999999999999999999999")),
-            BodyPlan::TooLarge(u64::MAX)
-        );
+        assert_eq!(BodyPlan::from_content_length(Some("99999999999999999999999")), BodyPlan::TooLarge(u64::MAX));
     }
 
     #[test]

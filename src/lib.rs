@@ -33,7 +33,10 @@ use std::process::ExitCode;
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrontEnd {
     /// `--listen ADDR [--workers N]`: FastCGI on a socket of our own.
-    Listen { addr: String, workers: Option<usize> },
+    Listen {
+        addr: String,
+        workers: Option<usize>,
+    },
     /// A listening socket on fd 0 (spawn-fcgi, mod_fcgid, systemd sockets).
     Fd0,
     /// CGI variables in the environment: one request, then exit.
@@ -119,7 +122,10 @@ mod tests {
             FrontEnd::Listen { addr: "/run/w.sock".into(), workers: Some(3) }
         );
         assert!(matches!(FrontEnd::detect(&args(&["--listen"]), false, false), FrontEnd::Usage(_)));
-        assert!(matches!(FrontEnd::detect(&args(&["--workers", "0", "--listen", "x"]), false, false), FrontEnd::Usage(_)));
+        assert!(matches!(
+            FrontEnd::detect(&args(&["--workers", "0", "--listen", "x"]), false, false),
+            FrontEnd::Usage(_)
+        ));
         assert!(matches!(FrontEnd::detect(&args(&["--bogus"]), false, true), FrontEnd::Usage(_)));
     }
 }

@@ -28,7 +28,11 @@ pub fn keys(config: &Config, username: &str, addr: &str) -> Vec<(String, Limit)>
 }
 
 /// Seconds until the attempt may be made, if a ban is in force.
-pub fn retry_after(store: &mut dyn SessionStore, keys: &[(String, Limit)], now: i64) -> Result<Option<i64>, StoreError> {
+pub fn retry_after(
+    store: &mut dyn SessionStore,
+    keys: &[(String, Limit)],
+    now: i64,
+) -> Result<Option<i64>, StoreError> {
     Ok(store.banned_until(keys, now)?.map(|until| (until - now).max(1)))
 }
 

@@ -119,7 +119,13 @@ impl Renderer {
     }
 
     /// The error page for a status, with a way back to the login page.
-    pub fn error_page(&mut self, config: &Config, req: &Request, status: u16, message: &str) -> Result<Response, RenderError> {
+    pub fn error_page(
+        &mut self,
+        config: &Config,
+        req: &Request,
+        status: u16,
+        message: &str,
+    ) -> Result<Response, RenderError> {
         let mut context = Context::new();
         context.insert("title", reason(status));
         context.insert("status", &status);

@@ -24,10 +24,7 @@ pub fn write_demo_users(path: &Path) -> Result<(), String> {
     let mut file = UsersFile::open(path).map_err(|e| e.to_string())?;
     for (name, first, last, password) in DEMO_USERS {
         let hash = hash_password(password)?;
-        file.entries.insert(
-            name.to_string(),
-            serde_json::json!({"first": first, "last": last, "password": hash}),
-        );
+        file.entries.insert(name.to_string(), serde_json::json!({"first": first, "last": last, "password": hash}));
     }
     file.save().map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -56,7 +53,11 @@ fn route(path: &str) -> Option<Handler> {
     }
 }
 
-fn answer(app: &mut App, request: &mut tiny_http::Request, port: &str) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+fn answer(
+    app: &mut App,
+    request: &mut tiny_http::Request,
+    port: &str,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let method = request.method().as_str().to_ascii_uppercase();
@@ -66,10 +67,7 @@ fn answer(app: &mut App, request: &mut tiny_http::Request, port: &str) -> tiny_h
     vars.insert("SCRIPT_NAME".into(), path.to_string());
     vars.insert("QUERY_STRING".into(), query.to_string());
     vars.insert("SERVER_PORT".into(), port.to_string());
-    vars.insert(
-        "REMOTE_ADDR".into(),
-        request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
-    );
+    vars.insert("REMOTE_ADDR".into(), request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default());
     for h in request.headers() {
         let name = h.field.as_str().as_str().to_ascii_uppercase().replace('-', "_");
         let value = h.value.as_str().to_string();

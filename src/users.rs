@@ -36,9 +36,7 @@ pub fn normalize_username(name: &str) -> String {
 
 /// Whether a (normalized) username may be created by the admin command.
 pub fn valid_username(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_USERNAME
-        && name.chars().all(|c| c.is_alphanumeric() || "._-@+".contains(c))
+    !name.is_empty() && name.len() <= MAX_USERNAME && name.chars().all(|c| c.is_alphanumeric() || "._-@+".contains(c))
 }
 
 #[derive(Debug, Clone)]

@@ -176,7 +176,9 @@ mod tests {
         assert_eq!(f.username.as_deref(), Some("jöhn s"));
         assert_eq!(f.password.as_deref(), Some("a&b"));
         assert_eq!(f.next.as_deref(), Some("/x"));
-        for bad in [&b"username=%zz"[..], b"username=%4", b"username=%", b"username=%ff", b"a=\xff", b"username=a&username=b"] {
+        for bad in
+            [&b"username=%zz"[..], b"username=%4", b"username=%", b"username=%ff", b"a=\xff", b"username=a&username=b"]
+        {
             assert!(parse_form(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(parse_form(b"").unwrap(), Fields::default());

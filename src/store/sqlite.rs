@@ -316,7 +316,11 @@ mod tests {
         pub struct Dir(std::path::PathBuf);
         impl Dir {
             pub fn new() -> Dir {
-                let name = format!("webauth-test-{}-{}", std::process::id(), crate::session::Token::generate().unwrap().as_str());
+                let name = format!(
+                    "webauth-test-{}-{}",
+                    std::process::id(),
+                    crate::session::Token::generate().unwrap().as_str()
+                );
                 let path = std::env::temp_dir().join(name);
                 std::fs::create_dir_all(&path).unwrap();
                 Dir(path)
