@@ -144,7 +144,8 @@ impl Site {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn webauth");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        // The command may refuse before it reads stdin: a broken pipe is fine.
+        let _ = child.stdin.take().expect("stdin").write_all(stdin.as_bytes());
         child.wait_with_output().expect("wait webauth")
     }
 }

@@ -1,0 +1,118 @@
+//! The `webauth` admin command against a real users file and store, checked
+//! by logging in through the CGI binaries.
+
+mod support;
+
+use support::Site;
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn add_login_change_password_old_one_fails() {
+    let site = Site::new();
+    ok(&site.admin(&["user", "add", "alice", "--first", "Alice", "--last", "Liddell"], "wonderland\n"));
+    let cookie = site.session_for("alice", "wonderland");
+    assert!(site.index_with(&cookie).text().contains("Alice Liddell"));
+
+    ok(&site.admin(&["user", "passwd", "alice"], "looking-glass\n"));
+    assert_eq!(site.login_json("alice", "wonderland").status, 401, "the old password fails");
+    assert_eq!(site.login_json("alice", "looking-glass").status, 200);
+    assert!(!site.index_with(&cookie).text().contains("Alice Liddell"), "a password change ends the sessions");
+}
+
+#[test]
+fn add_keeps_other_users_and_their_unknown_fields() {
+    let site = Site::new();
+    let mut file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&site.users).unwrap()).unwrap();
+    file["john"]["email"] = "john@example.org".into();
+    file["john"]["groups"] = serde_json::json!(["staff"]);
+    std::fs::write(&site.users, file.to_string()).unwrap();
+    ok(&site.admin(&["user", "add", "bob", "--field", "email=bob@example.org"], "builder\n"));
+    let after: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&site.users).unwrap()).unwrap();
+    assert_eq!(after["john"]["email"], "john@example.org");
+    assert_eq!(after["john"]["groups"], serde_json::json!(["staff"]));
+    assert_eq!(after["john"]["password"], file["john"]["password"]);
+    assert_eq!(after["bob"]["email"], "bob@example.org");
+    assert!(after["bob"]["password"].as_str().unwrap().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+    assert_eq!(site.login_json("john", "johnpass").status, 200);
+}
+
+#[test]
+fn add_refuses_an_existing_user_and_a_password_on_argv() {
+    let site = Site::new();
+    let dup = site.admin(&["user", "add", "John"], "x\n");
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("exists"));
+    let argv = site.admin(&["user", "add", "carol", "--field", "password=secret"], "x\n");
+    assert!(!argv.status.success());
+    let empty = site.admin(&["user", "add", "dave"], "\n");
+    assert!(!empty.status.success(), "an empty password is refused");
+    let bad = site.admin(&["user", "add", "<script>"], "x\n");
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn del_removes_the_user_and_ends_their_sessions() {
+    let site = Site::new();
+    let cookie = site.session_for("jane", "janepass");
+    ok(&site.admin(&["user", "del", "jane"], ""));
+    assert!(!site.index_with(&cookie).text().contains("Jane Doe"));
+    assert_eq!(site.login_json("jane", "janepass").status, 401);
+    assert!(!ok(&site.admin(&["user", "list"], "")).contains("jane"));
+}
+
+#[test]
+fn user_list_shows_names_and_hash_kinds() {
+    let site = Site::new();
+    let list = ok(&site.admin(&["user", "list"], ""));
+    assert!(list.contains("john\tJohn Smith\targon2id"), "{list}");
+    assert!(list.contains("jane\tJane Doe\targon2id"), "{list}");
+    assert!(!list.contains("$argon2id$"), "hashes are not printed");
+}
+
+#[test]
+fn hash_prints_a_verifiable_argon2id_string() {
+    let site = Site::new();
+    let hash = ok(&site.admin(&["hash"], "s3cret\n")).trim().to_string();
+    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    let users = serde_json::json!({"eve": {"first": "Eve", "password": hash}});
+    std::fs::write(&site.users, users.to_string()).unwrap();
+    assert_eq!(site.login_json("eve", "s3cret").status, 200);
+}
+
+#[test]
+fn session_list_revoke_and_purge() {
+    let site = Site::new();
+    let john = site.session_for("john", "johnpass");
+    let jane = site.session_for("jane", "janepass");
+    let list = ok(&site.admin(&["session", "list"], ""));
+    assert!(list.contains("\tjohn\t") && list.contains("\tjane\t"), "{list}");
+    assert!(!list.contains(john.trim_start_matches("webauth=")), "tokens are never listed");
+    let revoked = ok(&site.admin(&["session", "revoke", "john"], ""));
+    assert!(revoked.contains("ended 1 session"), "{revoked}");
+    assert!(!site.index_with(&john).text().contains("John Smith"));
+    assert!(site.index_with(&jane).text().contains("Jane Doe"));
+    let purged = ok(&site.admin(&["session", "purge"], ""));
+    assert!(purged.contains("removed 0 expired"), "{purged}");
+}
+
+#[test]
+fn purge_removes_idle_sessions() {
+    let mut site = Site::new();
+    site.session_for("john", "johnpass");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    site.set("WEBAUTH_IDLE_TIMEOUT", "1");
+    assert!(ok(&site.admin(&["session", "purge"], "")).contains("removed 1 expired"));
+    assert!(!ok(&site.admin(&["session", "list"], "")).contains("john"));
+}
+
+#[test]
+fn unknown_commands_print_usage() {
+    let site = Site::new();
+    let out = site.admin(&["frobnicate"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
+}
