@@ -43,7 +43,7 @@ pub fn check(config: &Config, req: &Request) -> Result<(), Refusal> {
 
 fn is_trusted(config: &Config, origin: &str) -> bool {
     let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-    config.trusted_origins.iter().any(|t| *t == origin)
+    config.trusted_origins.contains(&origin)
 }
 
 /// `scheme://host[:port]` -> (host, port), with the scheme's default port.

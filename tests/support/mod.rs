@@ -225,7 +225,7 @@ impl Req {
         self
     }
 
-    pub fn from_addr(mut self, addr: &str) -> Req {
+    pub fn remote(mut self, addr: &str) -> Req {
         self.remote_addr = addr.to_string();
         self
     }
@@ -321,4 +321,89 @@ pub fn run_cgi(mut cmd: Command, stdin: &[u8]) -> Reply {
 /// Reads a small map of env-style pairs (for tests that build CGI vars).
 pub fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+// ---- Hardening helpers (bad_input, cross_origin, regulation, concurrency, faults) ----
+
+impl Site {
+    /// The `Command` that [`Site::cgi`] would run for `req`, not yet started
+    /// (no stdio set): for tests that remove a variable, change the user, or
+    /// kill the process mid-request.
+    pub fn cgi_command(&self, program: &str, req: &Req) -> Command {
+        let mut cmd = Command::new(bin(program));
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("GATEWAY_INTERFACE", "CGI/1.1")
+            .env("SERVER_PROTOCOL", "HTTP/1.1")
+            .env("REQUEST_METHOD", &req.method)
+            .env("SCRIPT_NAME", req.script_name.clone().unwrap_or_else(|| default_script(program)))
+            .env("QUERY_STRING", &req.query)
+            .env("REMOTE_ADDR", &req.remote_addr)
+            .env("HTTP_HOST", "localhost")
+            .env("SERVER_PORT", "80")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if !req.body.is_empty() || req.method == "POST" {
+            cmd.env("CONTENT_LENGTH", req.content_length.clone().unwrap_or_else(|| req.body.len().to_string()));
+        }
+        if let Some(t) = &req.content_type {
+            cmd.env("CONTENT_TYPE", t);
+        }
+        if let Some(c) = &req.cookie {
+            cmd.env("HTTP_COOKIE", c);
+        }
+        for (k, v) in &req.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Like [`Site::cgi`], with these variables removed from the environment
+    /// (e.g. `CONTENT_LENGTH`, which `cgi` always sets on POST).
+    pub fn cgi_unset(&self, program: &str, req: &Req, unset: &[&str]) -> Reply {
+        let mut cmd = self.cgi_command(program, req);
+        for name in unset {
+            cmd.env_remove(name);
+        }
+        run_cgi(cmd, &req.body)
+    }
+
+    /// Adds a user (argon2id hash of `password`) to the users file.
+    pub fn add_user(&self, username: &str, password: &str, first: &str, last: &str) {
+        let text = std::fs::read_to_string(&self.users).expect("read users");
+        let mut users: serde_json::Value = serde_json::from_str(&text).expect("users JSON");
+        let hash = webauth::users::hash_password(password).expect("hash");
+        users[username] = serde_json::json!({"first": first, "last": last, "password": hash});
+        std::fs::write(&self.users, users.to_string()).expect("write users");
+    }
+}
+
+impl Req {
+    /// Sets the query string (as sent: not encoded here).
+    pub fn with_query(mut self, query: &str) -> Req {
+        self.query = query.to_string();
+        self
+    }
+
+    /// Overrides `CONTENT_LENGTH` (the body sent stays as it is).
+    pub fn declared_length(mut self, length: &str) -> Req {
+        self.content_length = Some(length.to_string());
+        self
+    }
+}
+
+/// What a reply must never show a client: a stack trace or the server's source
+/// paths. Returns the first such marker found in the body or a header value.
+pub fn leaked_internals(reply: &Reply) -> Option<&'static str> {
+    const MARKERS: [&str; 5] = ["panicked", "RUST_BACKTRACE", "src/", ".rs:", "stack backtrace"];
+    let text = reply.text();
+    MARKERS.iter().copied().find(|m| text.contains(m) || reply.headers.iter().any(|(_, v)| v.contains(m)))
+}
+
+/// Whether the tests run as root (where file modes do not stop writes).
+pub fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
