@@ -20,11 +20,26 @@ use crate::store::{Limit, SessionStore, StoreError};
 /// The counters a login attempt for `username` from `addr` touches.
 pub fn keys(config: &Config, username: &str, addr: &str) -> Vec<(String, Limit)> {
     let limit = |max| Limit { max, window: config.failure_window, ban: config.ban_time };
+    let addr = client_key(addr);
     vec![
         (format!("pair:{username}|{addr}"), limit(config.max_failures)),
         (format!("addr:{addr}"), limit(config.max_failures_per_address)),
         (format!("user:{username}"), limit(config.max_failures_per_user)),
     ]
+}
+
+/// The address as one client: an IPv4 address, or the /64 of an IPv6 one
+/// (a single host usually holds a whole /64 and could rotate through it).
+fn client_key(addr: &str) -> String {
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_default(),
+        Ok(ip) => ip.to_string(),
+        Err(_) => addr.to_string(),
+    }
 }
 
 /// Seconds until the attempt may be made, if a ban is in force.
@@ -59,5 +74,15 @@ mod tests {
         assert_eq!(k[0].0, "pair:john|10.0.0.1");
         assert_eq!(k.iter().map(|(_, l)| l.max).collect::<Vec<_>>(), vec![3, 12, 30]);
         assert!(k.iter().all(|(_, l)| l.window == 600 && l.ban == 900));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let c = Config::default();
+        let a = keys(&c, "john", "2001:db8:1:2::1");
+        let b = keys(&c, "john", "2001:db8:1:2:ffff::9");
+        assert_eq!(a, b);
+        assert_eq!(a[1].0, "addr:2001:db8:1:2::/64");
+        assert_eq!(keys(&c, "john", "::ffff:192.0.2.1")[1].0, "addr:192.0.2.1");
     }
 }
