@@ -114,8 +114,9 @@ fn percent_decode(text: &str) -> Result<String, RequestError> {
 /// `next` if it is a path on this site, else the mount point.
 ///
 /// Only an absolute path passes: not `//host` or `/\host` (browsers read both
-/// as another host), not a scheme (`http:`, `javascript:`), no backslashes,
-/// control characters or spaces anywhere.
+/// as another host), not a scheme (`http:`, `javascript:`), and only the
+/// characters a URL may carry (RFC 3986), `%` followed by two hex digits, so
+/// what goes back in `Location` or the JSON `redirect` echoes no markup.
 pub fn safe_next(next: Option<&str>, mount: &str) -> String {
     match next {
         Some(n) if is_local_path(n) => n.to_string(),
@@ -124,10 +125,18 @@ pub fn safe_next(next: Option<&str>, mount: &str) -> String {
 }
 
 pub fn is_local_path(n: &str) -> bool {
+    let b = n.as_bytes();
+    let url_byte = |c: u8| c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?#".contains(&c);
+    let escapes_ok = b
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c == b'%')
+        .all(|(i, _)| b.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
     n.len() <= 2048
         && n.starts_with('/')
         && !n.starts_with("//")
-        && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+        && escapes_ok
+        && b.iter().all(|&c| url_byte(c) || c == b'%')
 }
 
 /// The live session of a request, if any, and whether the reply must expire
@@ -205,6 +214,11 @@ mod tests {
             ("/\t/evil.test", false),
             ("", false),
             ("relative", false),
+            ("/<script>alert(1)</script>", false),
+            ("/a\"b", false),
+            ("/%zz", false),
+            ("/%2F%2Fok", true),
+            ("/path?next=%2Fx&y=1", true),
         ];
         for (next, ok) in table {
             assert_eq!(is_local_path(next), ok, "{next:?}");

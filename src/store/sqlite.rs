@@ -47,6 +47,15 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(fail)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+        // SQLite falls back to read-only when the file is not writable; it
+        // would then serve reads and fail every write, and leave -wal/-shm
+        // files behind that stay read-only after the file is fixed.
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(fail)? {
+            return Err(StoreError::Unavailable {
+                store: format!("sqlite:{path}"),
+                cause: "the store is read-only (can this user write the file and its directory?)".into(),
+            });
+        }
         let mut store = SqliteStore { path: path.to_string(), conn };
         store.migrate().map_err(fail)?;
         Ok(store)
