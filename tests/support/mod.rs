@@ -401,9 +401,5 @@ pub fn leaked_internals(reply: &Reply) -> Option<&'static str> {
 
 /// Whether the tests run as root (where file modes do not stop writes).
 pub fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
