@@ -168,13 +168,14 @@ impl Config {
             idle_timeout,
             absolute_timeout,
             max_failures,
-            max_failures_per_address: count("WEBAUTH_MAX_FAILURES_PER_ADDRESS", max_failures * 4)?,
-            max_failures_per_user: count("WEBAUTH_MAX_FAILURES_PER_USER", max_failures * 10)?,
+            max_failures_per_address: count("WEBAUTH_MAX_FAILURES_PER_ADDRESS", max_failures.saturating_mul(4))?,
+            max_failures_per_user: count("WEBAUTH_MAX_FAILURES_PER_USER", max_failures.saturating_mul(10))?,
             failure_window: duration("WEBAUTH_FAILURE_WINDOW", 10 * 60)?,
             ban_time: duration("WEBAUTH_BAN_TIME", 15 * 60)?,
             trusted_origins: list("WEBAUTH_TRUSTED_ORIGINS").unwrap_or_default(),
             log,
-            web_server_addrs: get("FCGI_WEB_SERVER_ADDRS").and_then(|_| list("FCGI_WEB_SERVER_ADDRS")),
+            // Set but empty admits no one, as in libfcgi.
+            web_server_addrs: get("FCGI_WEB_SERVER_ADDRS").map(|_| list("FCGI_WEB_SERVER_ADDRS").unwrap_or_default()),
         })
     }
 
@@ -275,6 +276,18 @@ mod tests {
     #[test]
     fn mount_gets_a_trailing_slash() {
         assert_eq!(config(&[("WEBAUTH_MOUNT", "/members")]).unwrap().mount.as_deref(), Some("/members/"));
+    }
+
+    #[test]
+    fn huge_max_failures_saturates() {
+        let c = config(&[("WEBAUTH_MAX_FAILURES", "4000000000")]).unwrap();
+        assert_eq!(c.max_failures_per_user, u32::MAX);
+    }
+
+    #[test]
+    fn web_server_addrs_set_but_empty_admits_no_one() {
+        assert_eq!(config(&[("FCGI_WEB_SERVER_ADDRS", "")]).unwrap().web_server_addrs, Some(vec![]));
+        assert_eq!(Config::default().web_server_addrs, None);
     }
 
     #[test]

@@ -15,16 +15,23 @@
 //! which names exist.
 
 use crate::config::Config;
-use crate::store::{Limit, SessionStore, StoreError};
+use crate::store::{Attempt, Limit, SessionStore, StoreError};
 
 /// The counters a login attempt for `username` from `addr` touches.
 pub fn keys(config: &Config, username: &str, addr: &str) -> Vec<(String, Limit)> {
     let limit = |max| Limit { max, window: config.failure_window, ban: config.ban_time };
+    let user = (format!("user:{username}"), limit(config.max_failures_per_user));
     let addr = client_key(addr);
+    if addr.is_empty() {
+        // No address to tell clients apart: an address key would put every
+        // client on one counter, and one guesser would lock everyone out.
+        return vec![user];
+    }
+    // The address goes first in the pair key: a username may contain '|'.
     vec![
-        (format!("pair:{username}|{addr}"), limit(config.max_failures)),
+        (format!("pair:{addr}|{username}"), limit(config.max_failures)),
         (format!("addr:{addr}"), limit(config.max_failures_per_address)),
-        (format!("user:{username}"), limit(config.max_failures_per_user)),
+        user,
     ]
 }
 
@@ -38,29 +45,27 @@ fn client_key(addr: &str) -> String {
         }
         Ok(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_default(),
         Ok(ip) => ip.to_string(),
-        Err(_) => addr.to_string(),
+        Err(_) => addr.trim().to_string(),
     }
 }
 
-/// Seconds until the attempt may be made, if a ban is in force.
-pub fn retry_after(
-    store: &mut dyn SessionStore,
-    keys: &[(String, Limit)],
-    now: i64,
-) -> Result<Option<i64>, StoreError> {
-    Ok(store.banned_until(keys, now)?.map(|until| (until - now).max(1)))
+/// Decides and counts an attempt before its password is verified.
+pub fn attempt(store: &mut dyn SessionStore, keys: &[(String, Limit)], now: i64) -> Result<Attempt, StoreError> {
+    store.attempt(keys, now)
 }
 
-/// Counts a failure; `Some(seconds)` when it started a ban.
-pub fn failed(store: &mut dyn SessionStore, keys: &[(String, Limit)], now: i64) -> Result<Option<i64>, StoreError> {
-    Ok(store.record_failure(keys, now)?.map(|until| (until - now).max(1)))
+/// Seconds until a refused attempt may be made again.
+pub fn retry_after(attempt: &Attempt, now: i64) -> Option<i64> {
+    attempt.refused_until.map(|until| (until - now).max(1))
 }
 
-/// A success clears the user's counts (not the address's: one good login
-/// must not launder a spray from the same address).
+/// A success clears the user's counts and takes the attempt back from the
+/// address's count (one good login must not launder a spray from the same
+/// address, nor should it count against it).
 pub fn succeeded(store: &mut dyn SessionStore, keys: &[(String, Limit)]) -> Result<(), StoreError> {
-    let user_keys: Vec<String> = keys.iter().map(|(k, _)| k.clone()).filter(|k| !k.starts_with("addr:")).collect();
-    store.clear_failures(&user_keys)
+    let (forgive, clear): (Vec<String>, Vec<String>) =
+        keys.iter().map(|(k, _)| k.clone()).partition(|k| k.starts_with("addr:"));
+    store.succeeded(&clear, &forgive)
 }
 
 #[cfg(test)]
@@ -71,9 +76,16 @@ mod tests {
     fn limits_scale_from_max_failures() {
         let config = Config::from_vars(&[("WEBAUTH_MAX_FAILURES".into(), "3".into())]).unwrap();
         let k = keys(&config, "john", "10.0.0.1");
-        assert_eq!(k[0].0, "pair:john|10.0.0.1");
+        assert_eq!(k[0].0, "pair:10.0.0.1|john");
         assert_eq!(k.iter().map(|(_, l)| l.max).collect::<Vec<_>>(), vec![3, 12, 30]);
         assert!(k.iter().all(|(_, l)| l.window == 600 && l.ban == 900));
+    }
+
+    #[test]
+    fn no_address_counts_only_the_username() {
+        let k = keys(&Config::default(), "john", "");
+        assert_eq!(k.len(), 1);
+        assert_eq!(k[0].0, "user:john");
     }
 
     #[test]

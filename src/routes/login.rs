@@ -61,22 +61,23 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
     if username.len() > MAX_USERNAME || password.len() > MAX_PASSWORD {
         return refuse(app, req, json, 400, &LoginForm { message: TOO_LONG, next: &next, ..LoginForm::default() });
     }
-    let username = normalize_username(&username);
+    let typed = username.trim();
+    let username = normalize_username(typed);
     let users = app.users()?;
     let config = app.config().clone();
     let keys = regulate::keys(&config, &username, &req.remote_addr);
     let now = session::now();
-    if let Some(wait) = regulate::retry_after(app.store()?, &keys, now)? {
+    let attempt = regulate::attempt(app.store()?, &keys, now)?;
+    if let Some(wait) = regulate::retry_after(&attempt, now) {
         audit::record(config.log, Event::Banned, &username, &req.remote_addr);
         return Err(Error::Banned { retry_after: wait });
     }
     let Some(user) = users.verify(&username, &password) else {
-        let ban = regulate::failed(app.store()?, &keys, now)?;
         audit::record(config.log, Event::LoginFailure, &username, &req.remote_addr);
-        if ban.is_some() {
+        if attempt.started_ban {
             audit::record(config.log, Event::Ban, &username, &req.remote_addr);
         }
-        let form = LoginForm { username: &username, message: INVALID, next: &next };
+        let form = LoginForm { username: typed, message: INVALID, next: &next };
         return refuse(app, req, json, 401, &form);
     };
 

@@ -27,6 +27,15 @@ pub struct Limit {
     pub ban: i64,
 }
 
+/// What the store decided about a login attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// A ban is in force until then: the attempt is refused, not counted.
+    pub refused_until: Option<i64>,
+    /// Counting this attempt started a ban (on later attempts).
+    pub started_ban: bool,
+}
+
 /// The store could not do what was asked. Every variant maps to `503`.
 #[derive(Debug)]
 pub enum StoreError {
@@ -60,12 +69,14 @@ pub trait SessionStore {
     /// Removes sessions past their idle or absolute end, and stale counters.
     fn purge(&mut self, now: i64, idle_timeout: i64, failure_window: i64) -> Result<usize, StoreError>;
 
-    /// The latest end of a ban on any of `keys`, if one is in force at `now`.
-    fn banned_until(&mut self, keys: &[(String, Limit)], now: i64) -> Result<Option<i64>, StoreError>;
-    /// Counts a failure on every key; a key that reaches its limit within its
-    /// window is banned. Returns the latest ban now in force, if any.
-    fn record_failure(&mut self, keys: &[(String, Limit)], now: i64) -> Result<Option<i64>, StoreError>;
-    fn clear_failures(&mut self, keys: &[String]) -> Result<(), StoreError>;
+    /// Decides a login attempt in one transaction: refused if any key is
+    /// banned at `now`; otherwise counted on every key before the password is
+    /// verified (a key reaching its limit within its window is banned), so
+    /// that parallel attempts cannot all slip in before the first is counted.
+    fn attempt(&mut self, keys: &[(String, Limit)], now: i64) -> Result<Attempt, StoreError>;
+    /// After a successful login: forgets the counts on `clear`, and takes the
+    /// attempt back from the counts on `forgive`.
+    fn succeeded(&mut self, clear: &[String], forgive: &[String]) -> Result<(), StoreError>;
 }
 
 /// Opens the store the configuration names.

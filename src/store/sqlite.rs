@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::{Limit, SessionRecord, SessionStore, StoreError};
+use super::{Attempt, Limit, SessionRecord, SessionStore, StoreError};
 use crate::session::SessionId;
 
 const SCHEMA_VERSION: i64 = 1;
@@ -173,62 +173,62 @@ impl SessionStore for SqliteStore {
         result.map_err(|e| self.fail(e))
     }
 
-    fn banned_until(&mut self, keys: &[(String, Limit)], now: i64) -> Result<Option<i64>, StoreError> {
-        let mut latest: Option<i64> = None;
-        for (key, _) in keys {
-            let until: Option<i64> = self
-                .conn
-                .prepare_cached("SELECT banned_until FROM failures WHERE key = ?1 AND banned_until > ?2")
-                .and_then(|mut s| s.query_row(params![key, now], |r| r.get(0)).optional())
-                .map_err(|e| self.fail(e))?;
-            latest = latest.max(until);
-        }
-        Ok(latest)
-    }
-
-    fn record_failure(&mut self, keys: &[(String, Limit)], now: i64) -> Result<Option<i64>, StoreError> {
+    fn attempt(&mut self, keys: &[(String, Limit)], now: i64) -> Result<Attempt, StoreError> {
         let result = (|| {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut latest: Option<i64> = None;
-            for (key, limit) in keys {
-                let row: Option<(i64, i64, i64)> = tx
-                    .query_row(
-                        "SELECT count, window_start, banned_until FROM failures WHERE key = ?1",
-                        params![key],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
+            let mut refused_until: Option<i64> = None;
+            for (key, _) in keys {
+                let until: Option<i64> = tx
+                    .prepare_cached("SELECT banned_until FROM failures WHERE key = ?1 AND banned_until > ?2")?
+                    .query_row(params![key, now], |r| r.get(0))
                     .optional()?;
-                let (count, start, banned) = match row {
-                    Some((count, start, banned)) if now - start < limit.window => (count + 1, start, banned),
-                    Some((_, _, banned)) => (1, now, banned),
-                    None => (1, now, 0),
+                refused_until = refused_until.max(until);
+            }
+            if refused_until.is_some() {
+                return Ok(Attempt { refused_until, started_ban: false });
+            }
+            let mut started_ban = false;
+            for (key, limit) in keys {
+                let row: Option<(i64, i64)> = tx
+                    .prepare_cached("SELECT count, window_start FROM failures WHERE key = ?1")?
+                    .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let (count, start) = match row {
+                    Some((count, start)) if now - start < limit.window => (count + 1, start),
+                    _ => (1, now),
                 };
                 // Reaching the limit bans the key and starts a fresh count, so
                 // the attempts after a ban are counted anew.
-                let (count, start, banned) =
-                    if count >= limit.max as i64 { (0, now, now + limit.ban) } else { (count, start, banned) };
-                tx.execute(
+                let (count, start, banned) = if count >= limit.max as i64 {
+                    started_ban = true;
+                    (0, now, now + limit.ban)
+                } else {
+                    (count, start, 0)
+                };
+                tx.prepare_cached(
                     "INSERT OR REPLACE INTO failures (key, count, window_start, banned_until) VALUES (?1, ?2, ?3, ?4)",
-                    params![key, count, start, banned],
-                )?;
-                if banned > now {
-                    latest = latest.max(Some(banned));
-                }
+                )?
+                .execute(params![key, count, start, banned])?;
             }
             tx.commit()?;
-            Ok(latest)
+            Ok(Attempt { refused_until: None, started_ban })
         })();
         result.map_err(|e| self.fail(e))
     }
 
-    fn clear_failures(&mut self, keys: &[String]) -> Result<(), StoreError> {
-        for key in keys {
-            self.conn
-                .prepare_cached("DELETE FROM failures WHERE key = ?1")
-                .and_then(|mut s| s.execute(params![key]))
-                .map_err(|e| self.fail(e))?;
-        }
-        Ok(())
+    fn succeeded(&mut self, clear: &[String], forgive: &[String]) -> Result<(), StoreError> {
+        let result = (|| {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for key in clear {
+                tx.prepare_cached("DELETE FROM failures WHERE key = ?1")?.execute(params![key])?;
+            }
+            for key in forgive {
+                tx.prepare_cached("UPDATE failures SET count = max(count - 1, 0) WHERE key = ?1")?
+                    .execute(params![key])?;
+            }
+            tx.commit()
+        })();
+        result.map_err(|e| self.fail(e))
     }
 }
 
@@ -282,27 +282,57 @@ mod tests {
         assert_eq!(s.list().unwrap(), vec![fresh]);
     }
 
+    fn refused(until: i64) -> Attempt {
+        Attempt { refused_until: Some(until), started_ban: false }
+    }
+
+    const COUNTED: Attempt = Attempt { refused_until: None, started_ban: false };
+    const BANNING: Attempt = Attempt { refused_until: None, started_ban: true };
+
     #[test]
-    fn failures_ban_at_the_limit_and_lapse() {
+    fn attempts_are_counted_and_the_limit_bans_the_next_ones() {
         let (_dir, mut s) = temp_store();
-        let limit = Limit { max: 3, window: 60, ban: 30 };
-        let keys = vec![("pair:john|1.2.3.4".to_string(), limit)];
-        assert_eq!(s.record_failure(&keys, 100).unwrap(), None);
-        assert_eq!(s.record_failure(&keys, 101).unwrap(), None);
-        assert_eq!(s.record_failure(&keys, 102).unwrap(), Some(132));
-        assert_eq!(s.banned_until(&keys, 110).unwrap(), Some(132));
-        assert_eq!(s.banned_until(&keys, 132).unwrap(), None);
-        s.clear_failures(&[keys[0].0.clone()]).unwrap();
-        assert_eq!(s.banned_until(&keys, 110).unwrap(), None);
+        let keys = vec![("pair:john|1.2.3.4".to_string(), Limit { max: 3, window: 60, ban: 30 })];
+        assert_eq!(s.attempt(&keys, 100).unwrap(), COUNTED);
+        assert_eq!(s.attempt(&keys, 101).unwrap(), COUNTED);
+        assert_eq!(s.attempt(&keys, 102).unwrap(), BANNING);
+        assert_eq!(s.attempt(&keys, 110).unwrap(), refused(132));
+        assert_eq!(s.attempt(&keys, 131).unwrap(), refused(132));
+        assert_eq!(s.attempt(&keys, 132).unwrap(), COUNTED, "the ban lapsed");
     }
 
     #[test]
-    fn failures_outside_the_window_start_a_new_count() {
+    fn attempts_outside_the_window_start_a_new_count() {
         let (_dir, mut s) = temp_store();
-        let keys = vec![("ip:1.2.3.4".to_string(), Limit { max: 2, window: 10, ban: 30 })];
-        assert_eq!(s.record_failure(&keys, 100).unwrap(), None);
-        assert_eq!(s.record_failure(&keys, 200).unwrap(), None);
-        assert_eq!(s.record_failure(&keys, 201).unwrap(), Some(231));
+        let keys = vec![("addr:1.2.3.4".to_string(), Limit { max: 2, window: 10, ban: 30 })];
+        assert_eq!(s.attempt(&keys, 100).unwrap(), COUNTED);
+        assert_eq!(s.attempt(&keys, 200).unwrap(), COUNTED);
+        assert_eq!(s.attempt(&keys, 201).unwrap(), BANNING);
+    }
+
+    #[test]
+    fn success_clears_and_forgives() {
+        let (_dir, mut s) = temp_store();
+        let limit = Limit { max: 3, window: 60, ban: 30 };
+        let keys = vec![("user:john".to_string(), limit), ("addr:1.2.3.4".to_string(), limit)];
+        s.attempt(&keys, 100).unwrap();
+        s.attempt(&keys, 101).unwrap();
+        s.succeeded(&["user:john".to_string()], &["addr:1.2.3.4".to_string()]).unwrap();
+        // user:john starts again at zero; addr is at one: two more attempts ban it.
+        assert_eq!(s.attempt(&keys, 102).unwrap(), COUNTED);
+        assert_eq!(s.attempt(&keys, 103).unwrap(), BANNING);
+    }
+
+    #[test]
+    fn a_ban_on_any_key_refuses_without_counting_the_others() {
+        let (_dir, mut s) = temp_store();
+        let tight = Limit { max: 1, window: 60, ban: 30 };
+        let loose = Limit { max: 100, window: 60, ban: 30 };
+        let keys = vec![("pair:x".to_string(), tight), ("user:x".to_string(), loose)];
+        assert_eq!(s.attempt(&keys, 100).unwrap(), BANNING);
+        assert_eq!(s.attempt(&keys, 101).unwrap(), refused(130));
+        let count: i64 = s.conn.query_row("SELECT count FROM failures WHERE key = 'user:x'", [], |r| r.get(0)).unwrap();
+        assert_eq!(count, 1, "a refused attempt is not counted");
     }
 
     #[test]
