@@ -158,8 +158,12 @@ fn user_del(name: &str) -> Result<(), Fail> {
 /// Ends a user's sessions after a password change or removal. The users file
 /// is already written, so a store that cannot be reached is a warning.
 fn end_sessions(config: &Config, username: &str) {
-    match store::open(config).and_then(|mut s| s.delete_user(username)) {
-        Ok(n) => eprintln!("webauth: ended {n} session(s) of {username}"),
+    match store::open_existing(config) {
+        Ok(None) => {}
+        Ok(Some(mut s)) => match s.delete_user(username) {
+            Ok(n) => eprintln!("webauth: ended {n} session(s) of {username}"),
+            Err(e) => eprintln!("webauth: warning: sessions of {username} not ended: {e}"),
+        },
         Err(e) => eprintln!("webauth: warning: sessions of {username} not ended: {e}"),
     }
 }
@@ -184,16 +188,20 @@ fn user_list() -> Result<(), Fail> {
     Ok(())
 }
 
-fn open_store(config: &Config) -> Result<Box<dyn SessionStore>, Fail> {
-    store::open(config).map_err(|e| fail(e.to_string()))
+/// The store, if there is one yet (the admin command never creates it).
+fn open_store(config: &Config) -> Result<Option<Box<dyn SessionStore>>, Fail> {
+    store::open_existing(config).map_err(|e| fail(e.to_string()))
 }
 
 fn session_list() -> Result<(), Fail> {
     let config = config()?;
-    let mut store = open_store(&config)?;
+    let records = match open_store(&config)? {
+        Some(mut store) => store.list().map_err(|e| fail(e.to_string()))?,
+        None => Vec::new(),
+    };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "id\tuser\tcreated\tlast seen\texpires");
-    for r in store.list().map_err(|e| fail(e.to_string()))? {
+    for r in records {
         let _ = writeln!(
             out,
             "{}\t{}\t{}\t{}\t{}",
@@ -210,16 +218,22 @@ fn session_list() -> Result<(), Fail> {
 fn session_revoke(name: &str) -> Result<(), Fail> {
     let config = config()?;
     let username = normalize_username(name);
-    let n = open_store(&config)?.delete_user(&username).map_err(|e| fail(e.to_string()))?;
+    let n = match open_store(&config)? {
+        Some(mut store) => store.delete_user(&username).map_err(|e| fail(e.to_string()))?,
+        None => 0,
+    };
     println!("ended {n} session(s) of {username}");
     Ok(())
 }
 
 fn session_purge() -> Result<(), Fail> {
     let config = config()?;
-    let n = open_store(&config)?
-        .purge(now(), config.idle_timeout, config.failure_window)
-        .map_err(|e| fail(e.to_string()))?;
+    let n = match open_store(&config)? {
+        Some(mut store) => {
+            store.purge(now(), config.idle_timeout, config.failure_window).map_err(|e| fail(e.to_string()))?
+        }
+        None => 0,
+    };
     println!("removed {n} expired session(s)");
     Ok(())
 }

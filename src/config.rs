@@ -114,6 +114,13 @@ impl Config {
             });
         }
         let cookie_secure = match var("WEBAUTH_COOKIE_SECURE").as_deref().map(str::trim) {
+            Some("never") if cookie_name.starts_with("__Host-") || cookie_name.starts_with("__Secure-") => {
+                return Err(ConfigError {
+                    name: "WEBAUTH_COOKIE_SECURE",
+                    value: "never".into(),
+                    expected: "auto or always with a __Host- or __Secure- cookie name (browsers drop such cookies without Secure)",
+                })
+            }
             None | Some("auto") => CookieSecure::Auto,
             Some("always") => CookieSecure::Always,
             Some("never") => CookieSecure::Never,
@@ -132,9 +139,7 @@ impl Config {
         };
         let mount = match var("WEBAUTH_MOUNT") {
             None => None,
-            Some(m) if m.starts_with('/') && !m.contains("//") && m.bytes().all(is_path_byte) => {
-                Some(if m.ends_with('/') { m } else { m + "/" })
-            }
+            Some(m) if is_mount_path(&m) => Some(if m.ends_with('/') { m } else { m + "/" }),
             Some(m) => {
                 return Err(ConfigError {
                     name: "WEBAUTH_MOUNT",
@@ -219,8 +224,9 @@ fn is_cookie_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn is_path_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"/-._~".contains(&b)
+/// An absolute URL path of plain characters, with no empty segment.
+pub(crate) fn is_mount_path(m: &str) -> bool {
+    m.starts_with('/') && !m.contains("//") && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
 }
 
 #[cfg(test)]

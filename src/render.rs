@@ -169,8 +169,11 @@ pub fn mount(config: &Config, req: &Request) -> String {
     if let Some(m) = &config.mount {
         return m.clone();
     }
+    // SCRIPT_NAME can carry what the client sent (regex locations, rewrites):
+    // a mount like `//evil.test/` would become an open redirect and a cookie
+    // path with attributes in it, so only a plain path is taken.
     match req.script_name.rfind('/') {
-        Some(i) if req.script_name.starts_with('/') => req.script_name[..=i].to_string(),
+        Some(i) if crate::config::is_mount_path(&req.script_name[..=i]) => req.script_name[..=i].to_string(),
         _ => "/".to_string(),
     }
 }
@@ -201,6 +204,8 @@ mod tests {
         assert_eq!(mount(&c, &req("/members/index.cgi")), "/members/");
         assert_eq!(mount(&c, &req("/members/")), "/members/");
         assert_eq!(mount(&c, &req("")), "/");
+        assert_eq!(mount(&c, &req("//evil.test/logout")), "/");
+        assert_eq!(mount(&c, &req("/x;Domain=example.org;/login")), "/");
         let configured = Config { mount: Some("/x/".into()), ..Config::default() };
         assert_eq!(mount(&configured, &req("/cgi-bin/login.cgi")), "/x/");
     }

@@ -103,8 +103,18 @@ fn answer(
 /// `webauth serve --demo [--listen ADDR]`: demo users in a fresh temporary
 /// directory, the store beside them, everything else from the environment.
 pub fn demo(listen: &str) -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("webauth-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    use std::os::unix::fs::DirBuilderExt;
+    let loopback = listen.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+    if !loopback {
+        return Err(format!("the demo serves loopback only (127.0.0.1:PORT or [::1]:PORT), not {listen}"));
+    }
+    // A fresh directory of our own: a predictable one in /tmp could be
+    // planted by another user with their own users file.
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|e| e.to_string())?;
+    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = std::env::temp_dir().join(format!("webauth-demo-{suffix}"));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let users = dir.join("users.json");
     write_demo_users(&users)?;
     let mut vars = vec![

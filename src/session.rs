@@ -101,13 +101,19 @@ pub fn read_cookie(header: &str, name: &str) -> CookieState {
 }
 
 fn base_cookie(config: &Config, req: &Request, mount: &str, value: String) -> Cookie<'static> {
-    let secure = match config.cookie_secure {
-        CookieSecure::Always => true,
-        CookieSecure::Never => false,
-        CookieSecure::Auto => req.https,
-    };
+    // The prefixes make browsers refuse the cookie from a sibling subdomain
+    // or plain HTTP (cookie tossing); they require Secure, and __Host- Path=/.
+    let host_prefix = config.cookie_name.starts_with("__Host-");
+    let prefixed = host_prefix || config.cookie_name.starts_with("__Secure-");
+    let secure = prefixed
+        || match config.cookie_secure {
+            CookieSecure::Always => true,
+            CookieSecure::Never => false,
+            CookieSecure::Auto => req.https,
+        };
+    let path = if host_prefix { "/" } else { mount };
     Cookie::build((config.cookie_name.clone(), value))
-        .path(mount.to_string())
+        .path(path.to_string())
         .http_only(true)
         .same_site(SameSite::Lax)
         .secure(secure)
@@ -252,6 +258,15 @@ mod tests {
         assert!(session_cookie(&config, &req, "/", &t, None).contains("Secure"));
         let gone = expire_cookie(&config, &req, "/");
         assert!(gone.contains("Max-Age=0") && gone.contains("Path=/") && gone.contains("Secure"));
+    }
+
+    #[test]
+    fn host_prefixed_cookies_are_secure_with_path_root() {
+        let config = Config { cookie_name: "__Host-webauth".into(), ..Config::default() };
+        let req = Request::fake("POST", "/members/login", "");
+        let set = session_cookie(&config, &req, "/members/", &token(), None);
+        assert!(set.contains("Secure") && set.contains("Path=/;") || set.ends_with("Path=/"), "{set}");
+        assert!(!set.contains("Path=/members/"), "{set}");
     }
 
     fn record(created: i64, last_seen: i64, expires_at: i64) -> SessionRecord {

@@ -27,6 +27,14 @@ pub const MAX_PASSWORD: usize = 1024;
 /// when the username does not exist, so that answer takes the same time.
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$d2ViYXV0aC1kdW1teS1zYWx0$WaBYimcoHwDrUq7m9QTozf6W6iG/bDlGOdXGfUdNz7A";
+const DUMMY_SALT_AND_OUTPUT: &str = "$d2ViYXV0aC1kdW1teS1zYWx0$WaBYimcoHwDrUq7m9QTozf6W6iG/bDlGOdXGfUdNz7A";
+
+/// The most a stored hash may cost to verify: every login for that user
+/// pays it, so a hash above these is a load error rather than a DoS.
+const MAX_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
+const MAX_ARGON2_PASSES: u32 = 16;
+const MAX_ARGON2_LANES: u32 = 16;
+const MAX_BCRYPT_COST: u32 = 14;
 
 /// The same username for counting failures and for lookup: trimmed and
 /// lower-cased, so `John ` and `john` are one user.
@@ -43,6 +51,36 @@ pub fn valid_username(name: &str) -> bool {
 enum Stored {
     Argon2id(String),
     Bcrypt(String),
+}
+
+impl Stored {
+    /// A hash of a password nobody knows that costs the same to verify as
+    /// this one, and the name of that cost class.
+    fn dummy(&self) -> (String, Stored) {
+        match self {
+            Stored::Argon2id(hash) => {
+                let params = PasswordHash::new(hash).ok().and_then(|h| Params::try_from(&h).ok());
+                let (m, t, p) = params
+                    .map_or((ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES), |p| (p.m_cost(), p.t_cost(), p.p_cost()));
+                let dummy = format!("$argon2id$v=19$m={m},t={t},p={p}{DUMMY_SALT_AND_OUTPUT}");
+                (format!("argon2id m={m} t={t} p={p}"), Stored::Argon2id(dummy))
+            }
+            Stored::Bcrypt(hash) => {
+                let cost = bcrypt_cost(hash).unwrap_or(10);
+                // Made at cost 4 (a millisecond), then given the real cost:
+                // verifying it takes the time of that cost.
+                let cheap = bcrypt::hash_with_salt("webauth-dummy", 4, *b"webauth-dummy-sa")
+                    .map(|h| h.format_for_version(bcrypt::Version::TwoB))
+                    .unwrap_or_default();
+                let dummy = format!("$2b${cost:02}${}", cheap.get(7..).unwrap_or(""));
+                (format!("bcrypt {cost}"), Stored::Bcrypt(dummy))
+            }
+        }
+    }
+}
+
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    hash.get(4..6)?.parse().ok()
 }
 
 /// A user as the pages see it: every string field but the password.
@@ -93,9 +131,18 @@ impl fmt::Display for UsersError {
 impl std::error::Error for UsersError {}
 
 /// The users of one users file.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UserDb {
     users: HashMap<String, User>,
+    /// Verified for unknown usernames: of the cost most of the file's hashes
+    /// have, so an unknown user takes as long as a typical known one.
+    dummy: Stored,
+}
+
+impl Default for UserDb {
+    fn default() -> UserDb {
+        UserDb { users: HashMap::new(), dummy: Stored::Argon2id(DUMMY_HASH.to_string()) }
+    }
 }
 
 impl UserDb {
@@ -123,6 +170,7 @@ impl UserDb {
             why: why.to_string(),
         };
         let mut users = HashMap::with_capacity(map.len());
+        let mut classes: HashMap<String, (usize, Stored)> = HashMap::new();
         for (name, record) in map {
             let Value::Object(mut fields) = record else {
                 return Err(bad(&name, "expected an object with first, last and password"));
@@ -131,6 +179,8 @@ impl UserDb {
                 return Err(bad(&name, "no password hash"));
             };
             let stored = parse_stored(&password).map_err(|why| bad(&name, why))?;
+            let (class, dummy) = stored.dummy();
+            classes.entry(class).or_insert((0, dummy)).0 += 1;
             fields.retain(|_, v| v.is_string());
             let username = normalize_username(&name);
             if users.contains_key(&username) {
@@ -138,7 +188,11 @@ impl UserDb {
             }
             users.insert(username.clone(), User { username, fields, stored });
         }
-        Ok(UserDb { users })
+        let dummy = classes
+            .into_values()
+            .max_by_key(|(count, _)| *count)
+            .map_or_else(|| Stored::Argon2id(DUMMY_HASH.to_string()), |(_, d)| d);
+        Ok(UserDb { users, dummy })
     }
 
     pub fn get(&self, username: &str) -> Option<&User> {
@@ -159,7 +213,7 @@ impl UserDb {
         match self.get(username) {
             Some(user) => verify_stored(&user.stored, password).then_some(user),
             None => {
-                let _ = verify_stored(&Stored::Argon2id(DUMMY_HASH.to_string()), password);
+                let _ = verify_stored(&self.dummy, password);
                 None
             }
         }
@@ -169,10 +223,16 @@ impl UserDb {
 fn parse_stored(hash: &str) -> Result<Stored, &'static str> {
     if hash.starts_with("$argon2id$") {
         let parsed = PasswordHash::new(hash).map_err(|_| "unparsable argon2id hash")?;
-        Params::try_from(&parsed).map_err(|_| "argon2id hash with invalid parameters")?;
+        let p = Params::try_from(&parsed).map_err(|_| "argon2id hash with invalid parameters")?;
+        if p.m_cost() > MAX_ARGON2_MEMORY_KIB || p.t_cost() > MAX_ARGON2_PASSES || p.p_cost() > MAX_ARGON2_LANES {
+            return Err("argon2id hash too costly to verify (over 256 MiB, 16 passes or 16 lanes)");
+        }
         Ok(Stored::Argon2id(hash.to_string()))
     } else if ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p)) {
         hash.parse::<bcrypt::HashParts>().map_err(|_| "unparsable bcrypt hash")?;
+        if bcrypt_cost(hash).is_none_or(|c| c > MAX_BCRYPT_COST) {
+            return Err("bcrypt hash too costly to verify (cost over 14)");
+        }
         Ok(Stored::Bcrypt(hash.to_string()))
     } else if hash.starts_with('$') {
         Err("unsupported hash (expected argon2id, or bcrypt $2y$/$2b$)")
@@ -231,22 +291,32 @@ impl UsersFile {
         self.entries.keys().find(|k| normalize_username(k) == wanted).cloned()
     }
 
-    /// Writes the file atomically: a temporary file beside it, synced, then
-    /// renamed over it, so a reader sees the old file or the new, never half.
+    /// Writes the file atomically: a new temporary file beside it (created
+    /// exclusively, never through a planted symlink, readable by no one until
+    /// it has the old file's owner, group and mode), synced, then renamed
+    /// over it, so a reader sees the old file or the new, never half.
     pub fn save(&self) -> std::io::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
         let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or("users.json");
-        let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-        let mode = std::fs::metadata(&self.path).map(|m| m.permissions().mode()).unwrap_or(0o640);
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(std::io::Error::other)?;
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = dir.join(format!(".{name}.{suffix}.tmp"));
+        let old = std::fs::metadata(&self.path).ok();
         let mut text = serde_json::to_string_pretty(&Value::Object(self.entries.clone()))?;
         text.push('\n');
         let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            if let Some(m) = &old {
+                // The web server's group must keep reading it after root edits it.
+                std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
+            }
+            let mode = old.as_ref().map_or(0o640, |m| m.mode() & 0o777);
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
             std::fs::rename(&tmp, &self.path)?;
@@ -317,6 +387,39 @@ mod tests {
     }
 
     #[test]
+    fn unknown_users_are_verified_against_the_files_usual_cost() {
+        let bcrypt_hash = bcrypt::hash("x", 5).unwrap();
+        let text = serde_json::json!({"a": {"password": bcrypt_hash}, "b": {"password": bcrypt_hash}}).to_string();
+        let users = db(&text).unwrap();
+        match &users.dummy {
+            Stored::Bcrypt(h) => {
+                assert!(h.starts_with("$2b$05$"), "{h}");
+                assert!(h.parse::<bcrypt::HashParts>().is_ok());
+                assert!(!bcrypt::verify("x", h).unwrap());
+            }
+            other => panic!("expected a bcrypt dummy, got {other:?}"),
+        }
+        let argon = hash_password("y").unwrap();
+        let cheap = argon.replace("m=19456,t=2,p=1", "m=8192,t=1,p=1");
+        let users = db(&serde_json::json!({"c": {"password": cheap}}).to_string()).unwrap();
+        match &users.dummy {
+            Stored::Argon2id(h) => assert!(h.contains("m=8192,t=1,p=1") && PasswordHash::new(h).is_ok(), "{h}"),
+            other => panic!("expected an argon2id dummy, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hashes_too_costly_to_verify_are_load_errors() {
+        let argon = hash_password("y").unwrap().replace("m=19456", "m=4194304");
+        assert!(matches!(
+            db(&serde_json::json!({"c": {"password": argon}}).to_string()),
+            Err(UsersError::BadUser { .. })
+        ));
+        let b = bcrypt::hash("x", 4).unwrap().replacen("$04$", "$31$", 1);
+        assert!(matches!(db(&serde_json::json!({"c": {"password": b}}).to_string()), Err(UsersError::BadUser { .. })));
+    }
+
+    #[test]
     fn usernames_that_collide_after_normalizing_are_refused() {
         let h = hash_password("x").unwrap();
         let text = serde_json::json!({"john": {"password": h}, "John": {"password": h}}).to_string();
@@ -327,6 +430,24 @@ mod tests {
     fn missing_file_says_how_to_create_it() {
         let err = UserDb::load(Path::new("/nonexistent/users.json")).unwrap_err();
         assert!(err.to_string().contains("webauth user add"));
+    }
+
+    #[test]
+    fn save_keeps_the_mode_and_leaves_no_temp_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("webauth-save-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("users.json");
+        std::fs::write(&path, "{}").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).unwrap();
+        let mut file = UsersFile::open(&path).unwrap();
+        file.entries.insert("x".into(), serde_json::json!({"password": "h", "extra": [1]}));
+        file.save().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o604);
+        let back: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(back["x"]["extra"], serde_json::json!([1]));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

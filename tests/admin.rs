@@ -116,3 +116,38 @@ fn unknown_commands_print_usage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
 }
+
+#[test]
+fn admin_commands_never_create_the_store() {
+    let site = Site::new();
+    for args in [&["session", "list"][..], &["session", "revoke", "john"], &["session", "purge"]] {
+        ok(&site.admin(args, ""));
+    }
+    ok(&site.admin(&["user", "passwd", "john"], "another\n"));
+    assert!(!site.store.exists(), "a root-run admin command must not create a store the web user cannot write");
+}
+
+#[test]
+fn writing_the_users_file_keeps_its_owner_group_and_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let site = Site::new();
+    std::fs::set_permissions(&site.users, std::fs::Permissions::from_mode(0o640)).unwrap();
+    // As root (CI), hand the file to another owner the way a deployment does
+    // (root:webauth); otherwise the owner is ours and must stay ours.
+    if support::running_as_root() {
+        std::os::unix::fs::chown(&site.users, Some(65534), Some(65534)).unwrap();
+    }
+    let before = std::fs::metadata(&site.users).unwrap();
+    ok(&site.admin(&["user", "add", "zoe"], "zoepass\n"));
+    let after = std::fs::metadata(&site.users).unwrap();
+    assert_eq!((after.uid(), after.gid(), after.mode() & 0o777), (before.uid(), before.gid(), 0o640));
+    assert!(std::fs::symlink_metadata(&site.users).unwrap().file_type().is_file());
+}
+
+#[test]
+fn the_demo_serves_loopback_only() {
+    let site = Site::new();
+    let out = site.admin(&["serve", "--demo", "--listen", "0.0.0.0:0"], "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback only"));
+}

@@ -207,3 +207,26 @@ fn an_ipv6_client_rotating_through_its_64_is_still_one_client() {
     assert_banned(&attempt(&site, "john", "johnpass", "2001:db8:1:2:ffff::9"), 60, "another address of the same /64");
     assert_eq!(attempt(&site, "john", "johnpass", "2001:db8:1:3::1").status, 200, "the next /64 is someone else");
 }
+
+#[test]
+fn parallel_attempts_cannot_slip_past_the_limit() {
+    // 24 wrong passwords for john from one address, 8 at a time: each attempt
+    // is counted before its password is verified, so only the first five are
+    // verified (401) and every other one is refused (429).
+    let site = site(&[]);
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| (0..3).map(|_| attempt(&site, "john", "wrong", "198.51.100.7")).collect::<Vec<_>>())
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("attempt thread")).collect()
+    });
+    let verified = replies.iter().filter(|r| r.status == 401).count();
+    let refused = replies.iter().filter(|r| r.status == 429).count();
+    assert_eq!(verified, 5, "statuses: {:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(refused, replies.len() - 5);
+    // The real john elsewhere still logs in: one address cannot reach the
+    // per-username limit (50) alone.
+    assert_eq!(attempt(&site, "john", "johnpass", "192.0.2.10").status, 200);
+}

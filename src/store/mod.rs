@@ -79,6 +79,16 @@ pub trait SessionStore {
     fn succeeded(&mut self, clear: &[String], forgive: &[String]) -> Result<(), StoreError>;
 }
 
+/// Opens the store the configuration names if it exists already: for the
+/// admin command, which runs as root and must not create a store file the
+/// web server's user then cannot write.
+pub fn open_existing(config: &Config) -> Result<Option<Box<dyn SessionStore>>, StoreError> {
+    match config.store.strip_prefix("sqlite:") {
+        Some(path) if !std::path::Path::new(path).exists() => Ok(None),
+        _ => open(config).map(Some),
+    }
+}
+
 /// Opens the store the configuration names.
 pub fn open(config: &Config) -> Result<Box<dyn SessionStore>, StoreError> {
     match config.store.strip_prefix("sqlite:") {
