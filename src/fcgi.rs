@@ -1056,9 +1056,24 @@ pub fn serve_fd0(handler: Handler, roles: &[Role]) -> ExitCode {
 pub fn serve_listen(addr: &str, workers: Option<usize>, handler: Handler, roles: &[Role]) -> ExitCode {
     // Workers read the configuration after the fork; a mistake in it is
     // caught here, once, rather than by a loop of workers that exit.
-    if let Err(e) = Config::from_vars(&config::env_vars()) {
-        log(&format!("configuration error: {e}"));
-        return ExitCode::from(EXIT_CONFIG);
+    let config = match Config::from_vars(&config::env_vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            log(&format!("configuration error: {e}"));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // Whoever reaches the socket speaks with the web server's authority
+    // (REMOTE_ADDR, HTTPS, WEBAUTH_* params): beyond loopback, only with
+    // FCGI_WEB_SERVER_ADDRS naming the web servers.
+    if let Ok(sock) = addr.parse::<std::net::SocketAddr>() {
+        if !sock.ip().is_loopback() && config.web_server_addrs.is_none() {
+            log(&format!(
+                "refusing to listen on {addr}: a FastCGI socket beyond loopback needs FCGI_WEB_SERVER_ADDRS \
+                 naming the web servers (or use a unix socket)"
+            ));
+            return ExitCode::from(EXIT_CONFIG);
+        }
     }
     let (listener, socket_file) = match Listener::bind(addr) {
         Ok(bound) => bound,

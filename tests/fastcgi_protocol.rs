@@ -510,3 +510,12 @@ fn a_request_split_across_many_small_writes_is_served() {
     let mut conn = Conn::Tcp(stream);
     assert_login_form(&conn.read_reply(1).expect("reply"), "split request");
 }
+
+#[test]
+fn listening_beyond_loopback_needs_fcgi_web_server_addrs() {
+    let dir = TempDir::new();
+    let out = Server::command(INDEX, dir.path(), &[]).args(["--listen", "0.0.0.0:0"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(78));
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(log.contains("FCGI_WEB_SERVER_ADDRS"), "{log}");
+}
