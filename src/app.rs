@@ -24,12 +24,16 @@ pub enum Error {
     Request(RequestError),
     MethodNotAllowed(&'static str),
     CrossOrigin(&'static str),
-    Banned { retry_after: i64 },
+    Banned {
+        retry_after: i64,
+    },
     Store(StoreError),
     Users(UsersError),
     Render(RenderError),
     Config(ConfigError),
     Random(String),
+    /// Too much work at once (all verification slots busy): try again soon.
+    Busy(String),
 }
 
 impl From<RequestError> for Error {
@@ -175,7 +179,9 @@ impl App {
             Error::MethodNotAllowed(_) => (405, "Method not allowed.".to_string()),
             Error::CrossOrigin(_) => (403, "Cross-origin request refused.".to_string()),
             Error::Banned { retry_after } => (429, too_many_message(*retry_after)),
-            Error::Store(_) => (503, "The login service is unavailable right now. Please try again shortly.".into()),
+            Error::Store(_) | Error::Busy(_) => {
+                (503, "The login service is unavailable right now. Please try again shortly.".into())
+            }
             Error::Users(_) | Error::Config(_) | Error::Render(_) | Error::Random(_) => {
                 (500, "The login service is misconfigured. The administrator has been told.".into())
             }
@@ -186,6 +192,7 @@ impl App {
             Error::Config(e) => audit::fault(&e.to_string()),
             Error::Render(e) => audit::fault(&e.to_string()),
             Error::Random(e) => audit::fault(&format!("OS random source failed: {e}")),
+            Error::Busy(e) => audit::fault(e),
             _ => {}
         }
         let response = if matches!(error, Error::Render(_)) {
@@ -206,6 +213,7 @@ impl App {
             Error::MethodNotAllowed(allow) => response.with_header("Allow", allow),
             Error::Banned { retry_after } => response.with_header("Retry-After", &retry_after.max(1).to_string()),
             Error::Store(_) => response.with_header("Retry-After", "5"),
+            Error::Busy(_) => response.with_header("Retry-After", "1"),
             _ => response,
         }
     }

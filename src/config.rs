@@ -43,6 +43,8 @@ pub struct Config {
     /// Failed logins for one username, any addresses, that start a ban.
     pub max_failures_per_user: u32,
     pub failure_window: i64,
+    /// Password verifications that may run at once on this host.
+    pub max_verifications: u32,
     pub ban_time: i64,
     /// Origins (`https://example.org`) whose unsafe requests are let through.
     pub trusted_origins: Vec<String>,
@@ -176,6 +178,10 @@ impl Config {
             max_failures_per_address: count("WEBAUTH_MAX_FAILURES_PER_ADDRESS", max_failures.saturating_mul(4))?,
             max_failures_per_user: count("WEBAUTH_MAX_FAILURES_PER_USER", max_failures.saturating_mul(10))?,
             failure_window: duration("WEBAUTH_FAILURE_WINDOW", 10 * 60)?,
+            max_verifications: count(
+                "WEBAUTH_MAX_VERIFICATIONS",
+                std::thread::available_parallelism().map_or(2, |n| n.get() as u32).saturating_mul(2),
+            )?,
             ban_time: duration("WEBAUTH_BAN_TIME", 15 * 60)?,
             trusted_origins: list("WEBAUTH_TRUSTED_ORIGINS").unwrap_or_default(),
             log,

@@ -21,6 +21,7 @@ pub mod render;
 pub mod routes;
 pub mod serve;
 pub mod session;
+pub mod slots;
 pub mod store;
 pub mod users;
 

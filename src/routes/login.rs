@@ -5,12 +5,13 @@ use tera::Context;
 use super::{read_fields, safe_next, BodyKind};
 use crate::app::{App, Error};
 use crate::audit::{self, Event};
+use crate::config::Config;
 use crate::http::{Request, Response};
 use crate::render::mount;
 use crate::session::{self, session_cookie, CookieState, Token};
 use crate::store::SessionRecord;
 use crate::users::{normalize_username, MAX_PASSWORD, MAX_USERNAME};
-use crate::{origin, regulate};
+use crate::{origin, regulate, slots};
 
 pub const INVALID: &str = "Invalid username or password.";
 pub const MUST_PROVIDE: &str = "Must provide username and password.";
@@ -66,6 +67,9 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
     let users = app.users()?;
     let config = app.config().clone();
     let keys = regulate::keys(&config, &username, &req.remote_addr);
+    // The store first: a store fault is told as one, not as busy slots.
+    app.store()?;
+    let _slot = verification_slot(&config)?;
     let now = session::now();
     let attempt = regulate::attempt(app.store()?, &keys, now)?;
     if let Some(wait) = regulate::retry_after(&attempt, now) {
@@ -104,6 +108,23 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
         Response::redirect_303(&next)
     };
     Ok(response.with_header("Set-Cookie", &cookie))
+}
+
+/// One of the host's verification slots (see [`crate::slots`]), in the
+/// directory of the SQLite store, which the web server's user can write.
+fn verification_slot(config: &Config) -> Result<Option<slots::Slot>, Error> {
+    let Some(dir) = config.store.strip_prefix("sqlite:").and_then(|p| std::path::Path::new(p).parent()) else {
+        return Ok(None);
+    };
+    let dir = if dir.as_os_str().is_empty() { std::path::Path::new(".") } else { dir };
+    match slots::acquire(dir, config.max_verifications) {
+        Ok(Some(slot)) => Ok(Some(slot)),
+        Ok(None) => Err(Error::Busy(format!(
+            "all {} password verification slots busy for 2 s (WEBAUTH_MAX_VERIFICATIONS)",
+            config.max_verifications
+        ))),
+        Err(e) => Err(Error::Busy(format!("verification slots in {}: {e}", dir.display()))),
+    }
 }
 
 /// A failed login: JSON for the page's script, the login page for a form.
