@@ -74,16 +74,15 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// Finds the session cookie in a `Cookie` header.
+/// Finds the session cookie in a `Cookie` header (split and parsed by the
+/// `cookie` crate; pieces it cannot parse are someone else's and skipped).
 pub fn read_cookie(header: &str, name: &str) -> CookieState {
     if header.len() > MAX_COOKIE_HEADER {
         return if header.contains(name) { CookieState::Invalid } else { CookieState::Absent };
     }
     let mut found: Option<CookieState> = None;
-    for piece in header.split(';') {
-        let piece = piece.trim();
-        let Some((key, value)) = piece.split_once('=') else { continue };
-        if key.trim() != name {
+    for cookie in Cookie::split_parse(header).flatten() {
+        if cookie.name() != name {
             continue;
         }
         if found.is_some() {
@@ -91,8 +90,7 @@ pub fn read_cookie(header: &str, name: &str) -> CookieState {
             // the browser meant, so neither counts.
             return CookieState::Invalid;
         }
-        let value = value.trim().trim_matches('"');
-        found = Some(match Token::parse(value) {
+        found = Some(match Token::parse(cookie.value_trimmed()) {
             Some(token) => CookieState::Present(token),
             None => CookieState::Invalid,
         });
