@@ -5,44 +5,21 @@
 
 #[path = "support/fcgi_client.rs"]
 mod fcgi_client;
+mod support;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fcgi_client::*;
+use support::TempDir;
 
 const INDEX: &str = env!("CARGO_BIN_EXE_index");
 const LOGIN: &str = env!("CARGO_BIN_EXE_login");
-
-/// A directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("webauth-fcgi-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -97,7 +74,7 @@ impl Server {
     }
 
     fn try_start(program: &str, mode: Mode, env: &[(&str, &str)]) -> Option<Server> {
-        let dir = TempDir::new();
+        let dir = TempDir::new("fcgi");
         let mut command = Server::command(program, dir.path(), env);
         let addr = match mode {
             Mode::ListenTcp => {
@@ -436,7 +413,7 @@ fn a_killed_worker_is_replaced() {
 
 #[test]
 fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("fcgi");
     let path = dir.path().join("fcgi.sock");
     // Stale: bound, then the listener is gone.
     drop(UnixListener::bind(&path).expect("bind"));
@@ -463,7 +440,7 @@ fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
 #[test]
 fn an_invalid_configuration_exits_78() {
     for mode in [Mode::ListenTcp, Mode::Fd0Tcp] {
-        let dir = TempDir::new();
+        let dir = TempDir::new("fcgi");
         let mut command = Server::command(INDEX, dir.path(), &[("WEBAUTH_COOKIE_SECURE", "sometimes")]);
         let _listener = match mode {
             Mode::ListenTcp => {
@@ -513,7 +490,7 @@ fn a_request_split_across_many_small_writes_is_served() {
 
 #[test]
 fn listening_beyond_loopback_needs_fcgi_web_server_addrs() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("fcgi");
     let out = Server::command(INDEX, dir.path(), &[]).args(["--listen", "0.0.0.0:0"]).output().expect("run");
     assert_eq!(out.status.code(), Some(78));
     let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();

@@ -23,15 +23,7 @@ struct Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        support::stop(&mut self.children);
     }
 }
 

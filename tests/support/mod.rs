@@ -88,31 +88,7 @@ impl Site {
 
     /// Runs `program` (index, login, logout) as a CGI script for `req`.
     pub fn cgi(&self, program: &str, req: &Req) -> Reply {
-        let mut cmd = Command::new(bin(program));
-        cmd.env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("GATEWAY_INTERFACE", "CGI/1.1")
-            .env("SERVER_PROTOCOL", "HTTP/1.1")
-            .env("REQUEST_METHOD", &req.method)
-            .env("SCRIPT_NAME", req.script_name.clone().unwrap_or_else(|| default_script(program)))
-            .env("QUERY_STRING", &req.query)
-            .env("REMOTE_ADDR", &req.remote_addr)
-            .env("HTTP_HOST", "localhost")
-            .env("SERVER_PORT", "80")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        if !req.body.is_empty() || req.method == "POST" {
-            cmd.env("CONTENT_LENGTH", req.content_length.clone().unwrap_or_else(|| req.body.len().to_string()));
-        }
-        if let Some(t) = &req.content_type {
-            cmd.env("CONTENT_TYPE", t);
-        }
-        if let Some(c) = &req.cookie {
-            cmd.env("HTTP_COOKIE", c);
-        }
-        for (k, v) in &req.env {
-            cmd.env(k, v);
-        }
-        run_cgi(cmd, &req.body)
+        run_cgi(self.cgi_command(program, req), &req.body)
     }
 
     /// JSON login; the reply.
@@ -315,6 +291,22 @@ pub fn run_cgi(mut cmd: Command, stdin: &[u8]) -> Reply {
         body,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         exit_ok: out.status.success(),
+    }
+}
+
+/// Stops servers a test started: SIGTERM (a `--listen` supervisor then stops
+/// its workers and removes its socket), SIGKILL after 10 s, and reaps them.
+pub fn stop(children: &mut [std::process::Child]) {
+    for child in children.iter_mut() {
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    for child in children.iter_mut() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
