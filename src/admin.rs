@@ -158,7 +158,7 @@ fn user_del(name: &str) -> Result<(), Fail> {
 /// Ends a user's sessions after a password change or removal. The users file
 /// is already written, so a store that cannot be reached is a warning.
 fn end_sessions(config: &Config, username: &str) {
-    match store::open_existing(config) {
+    match store::open_existing(&config.store) {
         Ok(None) => {}
         Ok(Some(mut s)) => match s.delete_user(username) {
             Ok(n) => eprintln!("webauth: ended {n} session(s) of {username}"),
@@ -190,7 +190,7 @@ fn user_list() -> Result<(), Fail> {
 
 /// The store, if there is one yet (the admin command never creates it).
 fn open_store(config: &Config) -> Result<Option<Box<dyn SessionStore>>, Fail> {
-    store::open_existing(config).map_err(|e| fail(e.to_string()))
+    store::open_existing(&config.store).map_err(|e| fail(e.to_string()))
 }
 
 fn session_list() -> Result<(), Fail> {

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::audit;
-use crate::config::{Config, ConfigError};
+use crate::audit::{self, Refusal};
+use crate::config::{self, Config, ConfigError, Store};
 use crate::http::{Request, RequestError, Response};
 use crate::render::{RenderError, Renderer};
 use crate::store::{self, SessionStore, StoreError};
@@ -18,11 +18,12 @@ use crate::users::{UserDb, UsersError};
 /// an error that [`App::handle`] turns into one.
 pub type Handler = fn(&mut App, &Request) -> Result<Response, Error>;
 
-/// Everything a handler can fail with, each mapped to a status in [`App::error_response`].
+/// Everything a handler can fail with, each mapped to a status in [`Error::parts`].
 #[derive(Debug)]
 pub enum Error {
     Request(RequestError),
     MethodNotAllowed(&'static str),
+    /// A cross-origin unsafe request; the reason goes to the audit log.
     CrossOrigin(&'static str),
     Banned {
         retry_after: i64,
@@ -34,6 +35,42 @@ pub enum Error {
     Random(String),
     /// Too much work at once (all verification slots busy): try again soon.
     Busy(String),
+}
+
+/// What an error becomes: the status, the message for the client, the cause
+/// for stderr (faults only), and headers the answer needs.
+pub struct ErrorParts {
+    pub status: u16,
+    pub message: String,
+    pub cause: Option<String>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+const UNAVAILABLE: &str = "The login service is unavailable right now. Please try again shortly.";
+const MISCONFIGURED: &str = "The login service is misconfigured. The administrator has been told.";
+
+impl Error {
+    /// The one place where an error becomes a status, a client message, a log
+    /// cause and headers. The client message never carries the cause.
+    pub fn parts(&self) -> ErrorParts {
+        let (status, message, cause, headers): (u16, String, Option<String>, Vec<(&'static str, String)>) = match self {
+            Error::Request(e) => (e.status(), e.message(), None, vec![]),
+            Error::MethodNotAllowed(allow) => {
+                (405, "Method not allowed.".into(), None, vec![("Allow", allow.to_string())])
+            }
+            Error::CrossOrigin(_) => (403, "Cross-origin request refused.".into(), None, vec![]),
+            Error::Banned { retry_after } => {
+                (429, too_many_message(*retry_after), None, vec![("Retry-After", retry_after.max(&1).to_string())])
+            }
+            Error::Store(e) => (503, UNAVAILABLE.into(), Some(e.to_string()), vec![("Retry-After", "5".into())]),
+            Error::Busy(e) => (503, UNAVAILABLE.into(), Some(e.clone()), vec![("Retry-After", "1".into())]),
+            Error::Users(e) => (500, MISCONFIGURED.into(), Some(e.to_string()), vec![]),
+            Error::Config(e) => (500, MISCONFIGURED.into(), Some(e.to_string()), vec![]),
+            Error::Render(e) => (500, MISCONFIGURED.into(), Some(e.to_string()), vec![]),
+            Error::Random(e) => (500, MISCONFIGURED.into(), Some(format!("OS random source failed: {e}")), vec![]),
+        };
+        ErrorParts { status, message, cause, headers }
+    }
 }
 
 impl From<RequestError> for Error {
@@ -72,7 +109,7 @@ pub struct App {
     /// the request's `WEBAUTH_*` FastCGI params over it).
     config: Arc<Config>,
     overlay: Vec<(String, String)>,
-    store: Option<(String, Box<dyn SessionStore>)>,
+    store: Option<(Store, Box<dyn SessionStore>)>,
     users: Option<UsersCache>,
     pub render: Renderer,
 }
@@ -83,9 +120,7 @@ impl App {
         let base = Arc::new(Config::from_vars(&vars)?);
         // A CGI request carries the same WEBAUTH_* variables as the process:
         // start with them as the overlay so they are not parsed twice.
-        let mut overlay: Vec<(String, String)> =
-            vars.iter().filter(|(k, _)| k.starts_with("WEBAUTH_")).cloned().collect();
-        overlay.sort();
+        let overlay = config::request_overrides(vars.iter().map(|(k, v)| (k, v)));
         Ok(App {
             render: Renderer::new(base.templates.clone()),
             config: base.clone(),
@@ -97,8 +132,9 @@ impl App {
         })
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The configuration for the request in hand (cheap to clone and keep).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.clone()
     }
 
     /// The store the configuration names, opened once per process.
@@ -106,7 +142,7 @@ impl App {
         let spec = &self.config.store;
         if self.store.as_ref().is_none_or(|(s, _)| s != spec) {
             self.store = None;
-            self.store = Some((spec.clone(), store::open(&self.config)?));
+            self.store = Some((spec.clone(), store::open(spec)?));
         }
         Ok(self.store.as_mut().map(|(_, s)| s.as_mut()).expect("opened above"))
     }
@@ -135,7 +171,7 @@ impl App {
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             #[cfg(feature = "fault-injection")]
-            crate::routes::fault_trigger(req);
+            fault_trigger(req);
             handler(self, req)
         }));
         let response = match outcome {
@@ -171,51 +207,32 @@ impl App {
         Ok(())
     }
 
-    /// The single place where an error becomes a status, a message for the
-    /// client and a line on stderr.
+    /// The answer for a handler's error: its status and headers from
+    /// [`Error::parts`], the cause on stderr, a page or JSON for the client.
     pub fn error_response(&mut self, req: &Request, error: Error) -> Response {
-        let (status, message) = match &error {
-            Error::Request(e) => (e.status(), e.message()),
-            Error::MethodNotAllowed(_) => (405, "Method not allowed.".to_string()),
-            Error::CrossOrigin(_) => (403, "Cross-origin request refused.".to_string()),
-            Error::Banned { retry_after } => (429, too_many_message(*retry_after)),
-            Error::Store(_) | Error::Busy(_) => {
-                (503, "The login service is unavailable right now. Please try again shortly.".into())
-            }
-            Error::Users(_) | Error::Config(_) | Error::Render(_) | Error::Random(_) => {
-                (500, "The login service is misconfigured. The administrator has been told.".into())
-            }
-        };
-        match &error {
-            Error::Store(e) => audit::fault(&e.to_string()),
-            Error::Users(e) => audit::fault(&e.to_string()),
-            Error::Config(e) => audit::fault(&e.to_string()),
-            Error::Render(e) => audit::fault(&e.to_string()),
-            Error::Random(e) => audit::fault(&format!("OS random source failed: {e}")),
-            Error::Busy(e) => audit::fault(e),
-            _ => {}
+        let parts = error.parts();
+        if let Some(cause) = &parts.cause {
+            audit::fault(cause);
+        }
+        if let Error::CrossOrigin(reason) = error {
+            audit::refusal(self.config.log, Refusal::CrossOrigin, reason, &req.remote_addr);
         }
         let response = if matches!(error, Error::Render(_)) {
             // The templates are what failed: no page from them.
-            self.plain_error(req, status, &message)
+            self.plain_error(req, parts.status, &parts.message)
         } else if req.wants_json() {
-            Response::json_error(status, &message)
+            Response::json_error(parts.status, &parts.message)
         } else {
-            match self.render.error_page(&self.config, req, status, &message) {
+            let config = self.config.clone();
+            match self.render.error_page(&config, req, parts.status, &parts.message) {
                 Ok(page) => page,
                 Err(e) => {
                     audit::fault(&e.to_string());
-                    self.plain_error(req, status, &message)
+                    self.plain_error(req, parts.status, &parts.message)
                 }
             }
         };
-        match error {
-            Error::MethodNotAllowed(allow) => response.with_header("Allow", allow),
-            Error::Banned { retry_after } => response.with_header("Retry-After", &retry_after.max(1).to_string()),
-            Error::Store(_) => response.with_header("Retry-After", "5"),
-            Error::Busy(_) => response.with_header("Retry-After", "1"),
-            _ => response,
-        }
+        parts.headers.iter().fold(response, |r, (name, value)| r.with_header(name, value))
     }
 
     /// A page that needs no template: for when templates are what failed.
@@ -229,7 +246,11 @@ impl App {
 
     /// Headers every response carries.
     fn finish(&self, req: &Request, response: Response) -> Response {
-        let mut r = response
+        let mut r = response;
+        if let (true, Some(hsts)) = (req.https, &self.config.hsts) {
+            r = r.with_default_header("Strict-Transport-Security", hsts);
+        }
+        r = r
             .with_default_header("Cache-Control", "no-store")
             .with_default_header("X-Content-Type-Options", "nosniff")
             .with_default_header("Referrer-Policy", "same-origin")
@@ -242,6 +263,15 @@ impl App {
             r = r.with_default_header("Vary", "Sec-Fetch-Site, Origin");
         }
         r
+    }
+}
+
+/// Test-only: a request header that makes the handler panic, to show that a
+/// panic becomes a 500 and the FastCGI process goes on serving.
+#[cfg(feature = "fault-injection")]
+fn fault_trigger(req: &Request) {
+    if req.fault.as_deref() == Some("panic") {
+        panic!("fault injected by X-Webauth-Fault");
     }
 }
 

@@ -3,12 +3,15 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where the users file is when `WEBAUTH_USERS` is not set.
 pub const DEFAULT_USERS: &str = "/etc/webauth/users.json";
 /// The session store when `WEBAUTH_STORE` is not set.
 pub const DEFAULT_STORE: &str = "sqlite:/var/lib/webauth/sessions.db";
 pub const DEFAULT_COOKIE_NAME: &str = "webauth";
+/// HSTS over HTTPS when `WEBAUTH_HSTS` is `on` (the default): one year.
+pub const DEFAULT_HSTS: &str = "max-age=31536000";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CookieSecure {
@@ -24,10 +27,45 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where sessions and failure counters live (`WEBAUTH_STORE`), parsed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// `sqlite:PATH`: the embedded store, one file on this host.
+    Sqlite(PathBuf),
+}
+
+impl Store {
+    fn parse(text: &str) -> Option<Store> {
+        let path = text.strip_prefix("sqlite:")?;
+        (!path.is_empty()).then(|| Store::Sqlite(PathBuf::from(path)))
+    }
+
+    /// The directory for this host's local files when `WEBAUTH_STATE_DIR` is
+    /// not set: beside the SQLite file.
+    fn default_state_dir(&self) -> PathBuf {
+        match self {
+            Store::Sqlite(path) => match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+                _ => PathBuf::from("."),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Store::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub users: PathBuf,
-    pub store: String,
+    pub store: Store,
+    /// Local files of this host (the verification slots), also with a shared store.
+    pub state_dir: PathBuf,
     pub templates: Option<PathBuf>,
     pub mount: Option<String>,
     pub cookie_name: String,
@@ -51,6 +89,12 @@ pub struct Config {
     pub log: LogFormat,
     /// libfcgi's `FCGI_WEB_SERVER_ADDRS`: peers a FastCGI listener serves.
     pub web_server_addrs: Option<Vec<String>>,
+    /// `Strict-Transport-Security` for answers over HTTPS; `None` sends none.
+    pub hsts: Option<String>,
+    /// How long a `--listen` supervisor lets its workers finish on SIGTERM.
+    pub stop_timeout: Duration,
+    /// Set by a `--listen` supervisor in its workers' environment: its pid.
+    pub supervisor: Option<u32>,
 }
 
 /// A variable that is set to something webauth cannot use.
@@ -150,10 +194,33 @@ impl Config {
                 })
             }
         };
-        let store = var("WEBAUTH_STORE").unwrap_or_else(|| DEFAULT_STORE.to_string());
-        if !store.starts_with("sqlite:") {
-            return Err(ConfigError { name: "WEBAUTH_STORE", value: store, expected: "sqlite:PATH" });
-        }
+        let store_text = var("WEBAUTH_STORE").unwrap_or_else(|| DEFAULT_STORE.to_string());
+        let Some(store) = Store::parse(store_text.trim()) else {
+            return Err(ConfigError { name: "WEBAUTH_STORE", value: store_text, expected: "sqlite:PATH" });
+        };
+        let state_dir = var("WEBAUTH_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| store.default_state_dir());
+        let hsts = match var("WEBAUTH_HSTS").as_deref().map(str::trim) {
+            None | Some("on") => Some(DEFAULT_HSTS.to_string()),
+            Some("off") => None,
+            Some(v) if v.starts_with("max-age=") && v.bytes().all(|b| (b' '..=b'~').contains(&b)) => {
+                Some(v.to_string())
+            }
+            Some(v) => {
+                return Err(ConfigError {
+                    name: "WEBAUTH_HSTS",
+                    value: v.to_string(),
+                    expected: "on, off, or a header value such as max-age=31536000; includeSubDomains",
+                })
+            }
+        };
+        let supervisor = match var("WEBAUTH_SUPERVISOR") {
+            None => None,
+            Some(v) => Some(v.trim().parse::<u32>().map_err(|_| ConfigError {
+                name: "WEBAUTH_SUPERVISOR",
+                value: v,
+                expected: "the supervisor's process id (set by --listen, not by hand)",
+            })?),
+        };
         let idle_timeout = duration("WEBAUTH_IDLE_TIMEOUT", 30 * 60)?;
         let absolute_timeout = duration("WEBAUTH_ABSOLUTE_TIMEOUT", 8 * 3600)?;
         let list = |name: &str| {
@@ -168,6 +235,7 @@ impl Config {
         Ok(Config {
             users: PathBuf::from(var("WEBAUTH_USERS").unwrap_or_else(|| DEFAULT_USERS.to_string())),
             store,
+            state_dir,
             templates: var("WEBAUTH_TEMPLATES").map(PathBuf::from),
             mount,
             cookie_name,
@@ -187,7 +255,25 @@ impl Config {
             log,
             // Set but empty admits no one, as in libfcgi.
             web_server_addrs: get("FCGI_WEB_SERVER_ADDRS").map(|_| list("FCGI_WEB_SERVER_ADDRS").unwrap_or_default()),
+            hsts,
+            stop_timeout: Duration::from_secs(duration("WEBAUTH_STOP_TIMEOUT", 10)?.unsigned_abs()),
+            supervisor,
         })
+    }
+
+    /// The path the programs are mounted at, ending in `/`: `WEBAUTH_MOUNT`,
+    /// or the directory of `SCRIPT_NAME` (`/members/login` -> `/members/`).
+    pub fn mount_for(&self, script_name: &str) -> String {
+        if let Some(m) = &self.mount {
+            return m.clone();
+        }
+        // SCRIPT_NAME can carry what the client sent (regex locations, rewrites):
+        // a mount like `//evil.test/` would become an open redirect and a cookie
+        // path with attributes in it, so only a plain path is taken.
+        match script_name.rfind('/') {
+            Some(i) if is_mount_path(&script_name[..=i]) => script_name[..=i].to_string(),
+            _ => "/".to_string(),
+        }
     }
 
     /// How long a `last seen` write may be skipped: a tenth of the idle
@@ -197,11 +283,27 @@ impl Config {
     }
 }
 
+/// Whether a variable configures webauth (in the environment, or as a
+/// FastCGI param over it).
+pub fn is_config_var(name: &str) -> bool {
+    name.starts_with("WEBAUTH_") || name == "FCGI_WEB_SERVER_ADDRS"
+}
+
+/// The `WEBAUTH_*` variables among a request's CGI variables, sorted: the
+/// per-request overrides a web server sets with `fastcgi_param` or `SetEnv`.
+/// `FCGI_WEB_SERVER_ADDRS` is the listener's own and never comes from a request.
+pub fn request_overrides<'a>(vars: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> =
+        vars.filter(|(k, _)| k.starts_with("WEBAUTH_")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    found.sort();
+    found
+}
+
 /// The variables of the process environment that configure webauth.
 pub fn env_vars() -> Vec<(String, String)> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .filter(|(k, _)| k.starts_with("WEBAUTH_") || k == "FCGI_WEB_SERVER_ADDRS")
+        .filter(|(k, _)| is_config_var(k))
         .collect()
 }
 
@@ -230,15 +332,21 @@ fn is_cookie_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// An absolute URL path of plain characters, with no empty segment.
-pub(crate) fn is_mount_path(m: &str) -> bool {
-    m.starts_with('/') && !m.contains("//") && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+/// An absolute URL path of plain characters, with no empty, `.` or `..`
+/// segment (a browser resolves those, so the cookie's Path would not match).
+pub fn is_mount_path(m: &str) -> bool {
+    let Some(rest) = m.strip_prefix('/') else { return false };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    m.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+        && segments.iter().enumerate().all(|(i, s)| !matches!(*s, "." | "..") && (i == last || !s.is_empty()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::path::Path;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -264,7 +372,10 @@ mod tests {
         assert_eq!(c.absolute_timeout, 8 * 3600);
         assert_eq!((c.max_failures, c.failure_window, c.ban_time), (5, 600, 900));
         assert_eq!(c.cookie_secure, CookieSecure::Auto);
-        assert_eq!(c.store, DEFAULT_STORE);
+        assert_eq!(c.store.to_string(), DEFAULT_STORE);
+        assert_eq!(c.state_dir, Path::new("/var/lib/webauth"));
+        assert_eq!(c.hsts.as_deref(), Some("max-age=31536000"));
+        assert_eq!(c.stop_timeout, Duration::from_secs(10));
         assert_eq!(c.touch_interval(), 60);
     }
 
@@ -283,6 +394,53 @@ mod tests {
         assert_eq!(config(&[("WEBAUTH_COOKIE_NAME", "a;b")]).unwrap_err().name, "WEBAUTH_COOKIE_NAME");
         assert_eq!(config(&[("WEBAUTH_STORE", "mysql://x")]).unwrap_err().name, "WEBAUTH_STORE");
         assert_eq!(config(&[("WEBAUTH_MOUNT", "members")]).unwrap_err().name, "WEBAUTH_MOUNT");
+    }
+
+    #[test]
+    fn the_store_is_parsed_once_and_the_state_dir_defaults_beside_it() {
+        let c = config(&[("WEBAUTH_STORE", "sqlite:/srv/w/s.db")]).unwrap();
+        assert_eq!(c.store, Store::Sqlite(PathBuf::from("/srv/w/s.db")));
+        assert_eq!(c.state_dir, Path::new("/srv/w"));
+        assert_eq!(config(&[("WEBAUTH_STORE", "sqlite:s.db")]).unwrap().state_dir, Path::new("."));
+        let c = config(&[("WEBAUTH_STORE", "sqlite:/srv/w/s.db"), ("WEBAUTH_STATE_DIR", "/run/w")]).unwrap();
+        assert_eq!(c.state_dir, Path::new("/run/w"));
+        assert_eq!(config(&[("WEBAUTH_STORE", "sqlite:")]).unwrap_err().name, "WEBAUTH_STORE");
+    }
+
+    #[test]
+    fn hsts_is_on_off_or_a_value() {
+        assert_eq!(config(&[("WEBAUTH_HSTS", "off")]).unwrap().hsts, None);
+        let sub = "max-age=63072000; includeSubDomains";
+        assert_eq!(config(&[("WEBAUTH_HSTS", sub)]).unwrap().hsts.as_deref(), Some(sub));
+        assert_eq!(config(&[("WEBAUTH_HSTS", "yes")]).unwrap_err().name, "WEBAUTH_HSTS");
+        assert_eq!(config(&[("WEBAUTH_HSTS", "max-age=1\r\nX: y")]).unwrap_err().name, "WEBAUTH_HSTS");
+    }
+
+    #[test]
+    fn mounts_are_plain_absolute_paths_without_dot_segments() {
+        for ok in ["/", "/members/", "/a/b", "/a.b/", "/..a/", "/a../"] {
+            assert!(is_mount_path(ok), "{ok}");
+        }
+        for bad in ["", "members/", "//x/", "/a//b/", "/a/../", "/./", "/a/..", "/a/.", "/a b/", "/a;b/"] {
+            assert!(!is_mount_path(bad), "{bad}");
+        }
+        let c = Config::default();
+        assert_eq!(c.mount_for("/a/../login"), "/");
+        assert_eq!(c.mount_for("/members/./login"), "/");
+        assert_eq!(c.mount_for("/members/login"), "/members/");
+        assert_eq!(config(&[("WEBAUTH_MOUNT", "/a/../")]).unwrap_err().name, "WEBAUTH_MOUNT");
+    }
+
+    #[test]
+    fn only_webauth_variables_are_request_overrides() {
+        let vars: HashMap<String, String> =
+            [("WEBAUTH_B", "2"), ("WEBAUTH_A", "1"), ("FCGI_WEB_SERVER_ADDRS", "x"), ("HTTP_X", "y")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let found = request_overrides(vars.iter());
+        assert_eq!(found, vec![("WEBAUTH_A".into(), "1".into()), ("WEBAUTH_B".into(), "2".into())]);
+        assert!(is_config_var("FCGI_WEB_SERVER_ADDRS") && is_config_var("WEBAUTH_X") && !is_config_var("PATH"));
     }
 
     #[test]

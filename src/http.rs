@@ -6,6 +6,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Read;
+
+use crate::config;
 
 /// Largest request body any route accepts (SPEC.md: over 64 KiB is `413`).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -56,9 +59,12 @@ impl fmt::Display for RequestError {
     }
 }
 
-/// How much body a front end should read, decided from `CONTENT_LENGTH` alone.
+/// What body a request carries and how much of it a front end reads: decided
+/// once, here, for CGI, FastCGI and the demo server alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyPlan {
+    /// GET, HEAD, or no method at all: no body, whatever arrives.
+    None,
     /// Read exactly this many bytes (possibly zero).
     Read(usize),
     /// Declared larger than [`MAX_BODY`]: drain (bounded) and answer 413.
@@ -68,6 +74,15 @@ pub enum BodyPlan {
 }
 
 impl BodyPlan {
+    /// The plan for a request from its CGI variables.
+    pub fn for_request(vars: &HashMap<String, String>) -> BodyPlan {
+        let method = vars.get("REQUEST_METHOD").map(String::as_str).unwrap_or("");
+        if matches!(method.to_ascii_uppercase().as_str(), "GET" | "HEAD" | "") {
+            return BodyPlan::None;
+        }
+        BodyPlan::from_content_length(vars.get("CONTENT_LENGTH").map(String::as_str))
+    }
+
     pub fn from_content_length(value: Option<&str>) -> BodyPlan {
         match value.map(str::trim) {
             None | Some("") => BodyPlan::Invalid,
@@ -81,9 +96,24 @@ impl BodyPlan {
         }
     }
 
+    /// Reads the body from a stream (CGI's stdin, the demo's connection):
+    /// exactly the declared length, or up to `drain` bytes of a body that is
+    /// too large, thrown away so the web server can read our answer.
+    pub fn read<R: Read + ?Sized>(self, input: &mut R, drain: u64) -> Result<Vec<u8>, RequestError> {
+        let mut body = Vec::new();
+        match self {
+            // A short read is reported by `check` as a body shorter than declared.
+            BodyPlan::Read(n) => drop(input.take(n as u64).read_to_end(&mut body)),
+            BodyPlan::TooLarge(n) => drop(std::io::copy(&mut input.take(n.min(drain)), &mut std::io::sink())),
+            BodyPlan::None | BodyPlan::Invalid => {}
+        }
+        self.check(body)
+    }
+
     /// The body outcome for a request whose body a front end has read.
     pub fn check(self, body: Vec<u8>) -> Result<Vec<u8>, RequestError> {
         match self {
+            BodyPlan::None => Ok(Vec::new()),
             BodyPlan::TooLarge(_) => Err(RequestError::TooLarge),
             BodyPlan::Invalid if body.is_empty() => {
                 Err(RequestError::BadLength("missing, empty or not a non-negative number".into()))
@@ -136,9 +166,6 @@ impl Request {
     pub fn from_cgi_vars(vars: &HashMap<String, String>, body: Result<Vec<u8>, RequestError>) -> Request {
         let get = |name: &str| vars.get(name).map(String::as_str).unwrap_or("");
         let non_empty = |name: &str| vars.get(name).filter(|v| !v.is_empty()).cloned();
-        let mut config_vars: Vec<(String, String)> =
-            vars.iter().filter(|(k, _)| k.starts_with("WEBAUTH_")).map(|(k, v)| (k.clone(), v.clone())).collect();
-        config_vars.sort();
         Request {
             method: get("REQUEST_METHOD").to_ascii_uppercase(),
             script_name: get("SCRIPT_NAME").to_string(),
@@ -156,7 +183,7 @@ impl Request {
             remote_addr: get("REMOTE_ADDR").to_string(),
             role: Role::Responder,
             body,
-            config_vars,
+            config_vars: config::request_overrides(vars.iter()),
             #[cfg(feature = "fault-injection")]
             fault: non_empty("HTTP_X_WEBAUTH_FAULT"),
         }
@@ -171,6 +198,11 @@ impl Request {
         vars.insert("REMOTE_ADDR".to_string(), "127.0.0.1".to_string());
         vars.insert("HTTP_HOST".to_string(), "localhost".to_string());
         Request::from_cgi_vars(&vars, Ok(body.as_bytes().to_vec()))
+    }
+
+    /// The mount point this request was made under (see [`config::Config::mount_for`]).
+    pub fn mount(&self, config: &config::Config) -> String {
+        config.mount_for(&self.script_name)
     }
 
     pub fn is_head(&self) -> bool {
@@ -320,6 +352,37 @@ mod tests {
         assert_eq!(BodyPlan::from_content_length(Some("1e3")), BodyPlan::Invalid);
         assert_eq!(BodyPlan::from_content_length(Some("65537")), BodyPlan::TooLarge(65537));
         assert_eq!(BodyPlan::from_content_length(Some("99999999999999999999999")), BodyPlan::TooLarge(u64::MAX));
+    }
+
+    #[test]
+    fn only_requests_with_a_method_that_has_a_body_read_one() {
+        let plan = |method: &str, length: Option<&str>| {
+            let mut vars = HashMap::new();
+            vars.insert("REQUEST_METHOD".to_string(), method.to_string());
+            if let Some(l) = length {
+                vars.insert("CONTENT_LENGTH".to_string(), l.to_string());
+            }
+            BodyPlan::for_request(&vars)
+        };
+        assert_eq!(plan("GET", Some("")), BodyPlan::None);
+        assert_eq!(plan("head", Some("5")), BodyPlan::None);
+        assert_eq!(plan("", Some("5")), BodyPlan::None);
+        assert_eq!(plan("POST", Some("5")), BodyPlan::Read(5));
+        assert_eq!(plan("DELETE", None), BodyPlan::Invalid);
+        assert_eq!(BodyPlan::None.check(b"ignored".to_vec()), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn reading_takes_the_declared_length_and_drains_a_large_body() {
+        let mut input: &[u8] = b"abcdef";
+        assert_eq!(BodyPlan::Read(3).read(&mut input, 0).unwrap(), b"abc");
+        let big = vec![b'x'; 100_000];
+        let mut input: &[u8] = &big;
+        assert_eq!(BodyPlan::TooLarge(100_000).read(&mut input, 1 << 20).unwrap_err().status(), 413);
+        assert!(input.is_empty(), "the body was drained");
+        let mut input: &[u8] = b"ab";
+        let err = BodyPlan::Read(10).read(&mut input, 0).unwrap_err();
+        assert_eq!(err, RequestError::ShortBody { declared: 10, received: 2 });
     }
 
     #[test]

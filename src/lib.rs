@@ -2,8 +2,9 @@
 //!
 //! Three small programs, `index`, `login` and `logout`, each hand one route
 //! handler to [`run`]. `run` decides how the program was started (a FastCGI
-//! listening socket on fd 0, `--listen ADDR`, or a CGI environment) and from
-//! then on the flow is the same for every front end:
+//! listening socket on fd 0, `--listen ADDR`, whose supervisor starts fd-0
+//! workers, or a CGI environment) and from then on the flow is the same for
+//! every front end:
 //! `front end -> http::Request -> routes::* (config, users, session, render)
 //! -> http::Response -> front end`. The handlers never know which front end
 //! called them; [`app::App`] holds what a process keeps between requests.
@@ -23,6 +24,7 @@ pub mod serve;
 pub mod session;
 pub mod slots;
 pub mod store;
+pub mod supervise;
 pub mod users;
 
 pub use app::{App, Handler};
@@ -88,7 +90,7 @@ pub fn run_roles(handler: Handler, roles: &[Role]) -> ExitCode {
     match FrontEnd::detect(&args, fcgi::fd0_is_listening_socket(), cgi_env) {
         FrontEnd::Cgi => cgi::run(handler),
         FrontEnd::Fd0 => fcgi::serve_fd0(handler, roles),
-        FrontEnd::Listen { addr, workers } => fcgi::serve_listen(&addr, workers, handler, roles),
+        FrontEnd::Listen { addr, workers } => supervise::serve_listen(&addr, workers),
         FrontEnd::Usage(problem) => {
             let program = std::env::args().next().unwrap_or_else(|| "webauth-route".into());
             if !problem.is_empty() {

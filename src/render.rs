@@ -106,7 +106,7 @@ impl Renderer {
         self.load(page)?;
         let nonce = nonce();
         context.insert("nonce", &nonce);
-        context.insert("mount", &mount(config, req));
+        context.insert("mount", &req.mount(config));
         if !context.contains_key("title") {
             context.insert("title", "Sign in");
         }
@@ -130,7 +130,7 @@ impl Renderer {
         context.insert("title", reason(status));
         context.insert("status", &status);
         context.insert("message", message);
-        context.insert("login_url", &mount(config, req));
+        context.insert("login_url", &req.mount(config));
         self.page(config, req, status, "error.html", context)
     }
 }
@@ -163,21 +163,6 @@ fn nonce() -> String {
     STANDARD_NO_PAD.encode(bytes)
 }
 
-/// The path the three programs are mounted at, ending in `/`: configured, or
-/// the directory of `SCRIPT_NAME` (`/members/login` -> `/members/`).
-pub fn mount(config: &Config, req: &Request) -> String {
-    if let Some(m) = &config.mount {
-        return m.clone();
-    }
-    // SCRIPT_NAME can carry what the client sent (regex locations, rewrites):
-    // a mount like `//evil.test/` would become an open redirect and a cookie
-    // path with attributes in it, so only a plain path is taken.
-    match req.script_name.rfind('/') {
-        Some(i) if crate::config::is_mount_path(&req.script_name[..=i]) => req.script_name[..=i].to_string(),
-        _ => "/".to_string(),
-    }
-}
-
 /// A page that needs no template, for when the templates are what failed.
 pub fn fallback_page(status: u16, message: &str) -> String {
     let message = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
@@ -199,15 +184,15 @@ mod tests {
     #[test]
     fn mount_is_the_script_directory() {
         let c = Config::default();
-        assert_eq!(mount(&c, &req("/login")), "/");
-        assert_eq!(mount(&c, &req("/members/login")), "/members/");
-        assert_eq!(mount(&c, &req("/members/index.cgi")), "/members/");
-        assert_eq!(mount(&c, &req("/members/")), "/members/");
-        assert_eq!(mount(&c, &req("")), "/");
-        assert_eq!(mount(&c, &req("//evil.test/logout")), "/");
-        assert_eq!(mount(&c, &req("/x;Domain=example.org;/login")), "/");
+        assert_eq!(req("/login").mount(&c), "/");
+        assert_eq!(req("/members/login").mount(&c), "/members/");
+        assert_eq!(req("/members/index.cgi").mount(&c), "/members/");
+        assert_eq!(req("/members/").mount(&c), "/members/");
+        assert_eq!(req("").mount(&c), "/");
+        assert_eq!(req("//evil.test/logout").mount(&c), "/");
+        assert_eq!(req("/x;Domain=example.org;/login").mount(&c), "/");
         let configured = Config { mount: Some("/x/".into()), ..Config::default() };
-        assert_eq!(mount(&configured, &req("/cgi-bin/login.cgi")), "/x/");
+        assert_eq!(req("/cgi-bin/login.cgi").mount(&configured), "/x/");
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! TLS, no limits on connections. Production runs behind nginx or Apache.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::app::{App, Handler};
 use crate::config;
@@ -29,15 +31,21 @@ pub fn write_demo_users(path: &Path) -> Result<(), String> {
     file.save().map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Serves `/`, `/login` and `/logout` on `addr` until the process is stopped.
+/// Serves `/`, `/login` and `/logout` on `addr` until SIGINT or SIGTERM.
 /// `vars` configure the handlers as the environment would.
 pub fn serve(addr: &str, vars: Vec<(String, String)>) -> Result<(), String> {
     let mut app = App::new(vars).map_err(|e| e.to_string())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).map_err(|e| format!("cannot handle signals: {e}"))?;
+    }
     let server = tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = server.server_addr().to_ip().map(|a| a.to_string()).unwrap_or_else(|| addr.to_string());
     println!("webauth demo on http://{local}/ (users john/johnpass and jane/janepass); Ctrl-C stops it");
     let port = local.rsplit(':').next().unwrap_or("80").to_string();
-    for mut request in server.incoming_requests() {
+    while !stop.load(Ordering::Relaxed) {
+        // A short wait, so that a signal ends the loop and the caller cleans up.
+        let Ok(Some(mut request)) = server.recv_timeout(Duration::from_millis(200)) else { continue };
         let response = answer(&mut app, &mut request, &port);
         let _ = request.respond(response);
     }
@@ -76,16 +84,8 @@ fn answer(
             _ => vars.insert(format!("HTTP_{name}"), value),
         };
     }
-    let body = if matches!(method.as_str(), "GET" | "HEAD") {
-        Ok(Vec::new())
-    } else {
-        let plan = BodyPlan::from_content_length(vars.get("CONTENT_LENGTH").map(String::as_str));
-        let mut body = Vec::new();
-        if let BodyPlan::Read(n) = plan {
-            let _ = request.as_reader().take(n.min(MAX_BODY) as u64).read_to_end(&mut body);
-        }
-        plan.check(body)
-    };
+    // tiny_http discards what is left of a body itself.
+    let body = BodyPlan::for_request(&vars).read(request.as_reader(), MAX_BODY as u64);
     let response = match route(path) {
         Some(handler) => app.handle(handler, &Request::from_cgi_vars(&vars, body)),
         None => crate::http::Response::text(404, "Not found."),
@@ -101,28 +101,26 @@ fn answer(
 }
 
 /// `webauth serve --demo [--listen ADDR]`: demo users in a fresh temporary
-/// directory, the store beside them, everything else from the environment.
+/// directory (removed when the demo stops), the store beside them, everything
+/// else from the environment.
 pub fn demo(listen: &str) -> Result<(), String> {
-    use std::os::unix::fs::DirBuilderExt;
     let loopback = listen.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
     if !loopback {
         return Err(format!("the demo serves loopback only (127.0.0.1:PORT or [::1]:PORT), not {listen}"));
     }
-    // A fresh directory of our own: a predictable one in /tmp could be
-    // planted by another user with their own users file.
-    let mut random = [0u8; 8];
-    getrandom::fill(&mut random).map_err(|e| e.to_string())?;
-    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let dir = std::env::temp_dir().join(format!("webauth-demo-{suffix}"));
-    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let users = dir.join("users.json");
+    // A fresh directory of our own (random name, mode 0700): a predictable one
+    // in /tmp could be planted by another user with their own users file.
+    let dir = tempfile::Builder::new().prefix("webauth-demo-").tempdir().map_err(|e| e.to_string())?;
+    let users = dir.path().join("users.json");
     write_demo_users(&users)?;
     let mut vars = vec![
         ("WEBAUTH_USERS".to_string(), users.display().to_string()),
-        ("WEBAUTH_STORE".to_string(), format!("sqlite:{}", dir.join("sessions.db").display())),
+        ("WEBAUTH_STORE".to_string(), format!("sqlite:{}", dir.path().join("sessions.db").display())),
         ("WEBAUTH_MOUNT".to_string(), "/".to_string()),
     ];
     vars.extend(config::env_vars());
-    eprintln!("webauth: demo files in {}", dir.display());
-    serve(listen, vars)
+    eprintln!("webauth: demo files in {}", dir.path().display());
+    let served = serve(listen, vars);
+    drop(dir);
+    served
 }

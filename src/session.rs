@@ -11,13 +11,17 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, CookieSecure};
 use crate::http::Request;
-use crate::store::{SessionRecord, SessionStore, StoreError};
+use crate::store::{SessionId, SessionRecord, SessionStore, StoreError};
 
 const TOKEN_BYTES: usize = 32;
 /// base64url length of a token without padding.
 pub const TOKEN_LEN: usize = 43;
-/// A `Cookie` header longer than this is not read at all.
-const MAX_COOKIE_HEADER: usize = 8 * 1024;
+/// A `Cookie` header longer than this is not read at all. Sites carry large
+/// analytics cookies, and a web server set up for large headers passes them:
+/// the limit is the body's.
+pub const MAX_COOKIE_HEADER: usize = 64 * 1024;
+/// At most this many cookies of our name are ended by one login or logout.
+const MAX_TOKENS_ENDED: usize = 8;
 
 /// A session token as the client holds it. Never logged, never stored.
 pub struct Token(String);
@@ -46,25 +50,15 @@ impl Token {
     }
 }
 
-/// The SHA-256 of a token: the store's key for a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SessionId(pub [u8; 32]);
-
-impl SessionId {
-    /// A short, non-secret label for logs and `webauth session list`.
-    pub fn short(&self) -> String {
-        self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
 /// What the cookie header says about our session cookie.
 #[derive(Debug)]
 pub enum CookieState {
     /// No cookie of our name.
     Absent,
     /// Our cookie is there but cannot name a session (malformed, duplicated,
-    /// over-long): treated as no session, and expired in the reply.
-    Invalid,
+    /// over-long): treated as no session, and expired in the reply. The
+    /// reason is for the audit log.
+    Invalid(&'static str),
     Present(Token),
 }
 
@@ -78,7 +72,11 @@ impl std::fmt::Debug for Token {
 /// `cookie` crate; pieces it cannot parse are someone else's and skipped).
 pub fn read_cookie(header: &str, name: &str) -> CookieState {
     if header.len() > MAX_COOKIE_HEADER {
-        return if header.contains(name) { CookieState::Invalid } else { CookieState::Absent };
+        return if header.contains(name) {
+            CookieState::Invalid("Cookie header too long")
+        } else {
+            CookieState::Absent
+        };
     }
     let mut found: Option<CookieState> = None;
     for cookie in Cookie::split_parse(header).flatten() {
@@ -88,14 +86,29 @@ pub fn read_cookie(header: &str, name: &str) -> CookieState {
         if found.is_some() {
             // Two cookies of our name (e.g. one per path): we cannot tell which
             // the browser meant, so neither counts.
-            return CookieState::Invalid;
+            return CookieState::Invalid("two session cookies");
         }
         found = Some(match Token::parse(cookie.value_trimmed()) {
             Some(token) => CookieState::Present(token),
-            None => CookieState::Invalid,
+            None => CookieState::Invalid("malformed session cookie"),
         });
     }
     found.unwrap_or(CookieState::Absent)
+}
+
+/// Every well-formed token of our cookie name in a `Cookie` header, for a
+/// login or logout to end: a cookie planted beside the real one (from a
+/// sibling subdomain or a deeper path) must not keep the real one alive.
+pub fn all_tokens(header: &str, name: &str) -> Vec<Token> {
+    if header.len() > MAX_COOKIE_HEADER {
+        return Vec::new();
+    }
+    Cookie::split_parse(header)
+        .flatten()
+        .filter(|c| c.name() == name)
+        .filter_map(|c| Token::parse(c.value_trimmed()))
+        .take(MAX_TOKENS_ENDED)
+        .collect()
 }
 
 fn base_cookie(config: &Config, req: &Request, mount: &str, value: String) -> Cookie<'static> {
@@ -231,14 +244,25 @@ mod tests {
         assert!(matches!(read_cookie(&ok, "webauth"), CookieState::Present(_)));
         assert!(matches!(read_cookie("a=1", "webauth"), CookieState::Absent));
         assert!(matches!(read_cookie("", "webauth"), CookieState::Absent));
-        assert!(matches!(read_cookie("webauth=Session::john", "webauth"), CookieState::Invalid));
+        assert!(matches!(read_cookie("webauth=Session::john", "webauth"), CookieState::Invalid(_)));
         let twice = format!("webauth={0}; webauth={0}", t.as_str());
-        assert!(matches!(read_cookie(&twice, "webauth"), CookieState::Invalid));
-        let long = format!("webauth={}; pad={}", t.as_str(), "x".repeat(9000));
-        assert!(matches!(read_cookie(&long, "webauth"), CookieState::Invalid));
+        assert!(matches!(read_cookie(&twice, "webauth"), CookieState::Invalid(_)));
+        let large = format!("webauth={}; pad={}", t.as_str(), "x".repeat(20 * 1024));
+        assert!(matches!(read_cookie(&large, "webauth"), CookieState::Present(_)));
+        let long = format!("webauth={}; pad={}", t.as_str(), "x".repeat(MAX_COOKIE_HEADER));
+        assert!(matches!(read_cookie(&long, "webauth"), CookieState::Invalid(_)));
         // A cookie whose name merely ends like ours is someone else's.
         let other = format!("xwebauth={}", t.as_str());
         assert!(matches!(read_cookie(&other, "webauth"), CookieState::Absent));
+    }
+
+    #[test]
+    fn all_tokens_finds_every_well_formed_cookie_of_our_name() {
+        let (a, b) = (token(), token());
+        let header = format!("webauth=x; other={}; webauth={}; webauth={}", a.as_str(), a.as_str(), b.as_str());
+        let found: Vec<String> = all_tokens(&header, "webauth").iter().map(|t| t.as_str().to_string()).collect();
+        assert_eq!(found, vec![a.as_str().to_string(), b.as_str().to_string()]);
+        assert!(all_tokens("webauth=Session::john", "webauth").is_empty());
     }
 
     #[test]

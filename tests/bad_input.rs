@@ -388,9 +388,9 @@ fn bad_session_cookies_are_treated_as_no_session() {
             Expect::LoginPage,
         ),
         row(
-            "session cookie in a Cookie header over 8 KiB",
+            "session cookie in a Cookie header over 64 KiB",
             "index",
-            page(format!("webauth={token}; pad={}", "x".repeat(9000))),
+            page(format!("webauth={token}; pad={}", "x".repeat(70_000))),
             200,
             Expect::LoginPage,
         ),
@@ -398,6 +398,14 @@ fn bad_session_cookies_are_treated_as_no_session() {
     run_table(&site, &rows);
     // Each was refused as a cookie, not by ending the session: it still works.
     assert!(site.index_with(&cookie).text().contains("John Smith"));
+}
+
+#[test]
+fn a_session_cookie_beside_20_kib_of_other_cookies_still_counts() {
+    let site = Site::new();
+    let cookie = site.session_for("john", "johnpass");
+    let header = format!("_ga={}; {cookie}; prefs={}", "g".repeat(10 * 1024), "p".repeat(10 * 1024));
+    assert!(site.index_with(&header).text().contains("John Smith"));
 }
 
 #[test]

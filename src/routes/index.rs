@@ -6,7 +6,6 @@ use tera::Context;
 use super::current_session;
 use crate::app::{App, Error};
 use crate::http::{Request, Response};
-use crate::render::mount;
 use crate::routes::login::{login_page, LoginForm};
 use crate::session::expire_cookie;
 use crate::users::User;
@@ -27,7 +26,8 @@ pub fn index(app: &mut App, req: &Request) -> Result<Response, Error> {
     }
     let page = login_page(app, req, 200, &LoginForm::default())?;
     Ok(if stale {
-        let gone = expire_cookie(app.config(), req, &mount(app.config(), req));
+        let config = app.config();
+        let gone = expire_cookie(&config, req, &req.mount(&config));
         page.with_header("Set-Cookie", &gone)
     } else {
         page
@@ -37,11 +37,10 @@ pub fn index(app: &mut App, req: &Request) -> Result<Response, Error> {
 fn user_page(app: &mut App, req: &Request, user: &User) -> Result<Response, Error> {
     let mut fields = user.fields.clone();
     fields.insert("username".into(), Value::String(user.username.clone()));
-    let mount = mount(app.config(), req);
+    let config = app.config();
     let mut context = Context::new();
     context.insert("title", "Welcome");
     context.insert("user", &Value::Object(fields));
-    context.insert("logout_action", &format!("{mount}logout"));
-    let config = app.config().clone();
+    context.insert("logout_action", &format!("{}logout", req.mount(&config)));
     Ok(app.render.page(&config, req, 200, "user.html", context)?)
 }

@@ -2,13 +2,12 @@
 
 use tera::Context;
 
-use super::{read_fields, safe_next, BodyKind};
+use super::{end_sent_sessions, read_fields, safe_next, BodyKind};
 use crate::app::{App, Error};
 use crate::audit::{self, Event};
 use crate::config::Config;
 use crate::http::{Request, Response};
-use crate::render::mount;
-use crate::session::{self, session_cookie, CookieState, Token};
+use crate::session::{self, session_cookie, Token};
 use crate::store::SessionRecord;
 use crate::users::{normalize_username, MAX_PASSWORD, MAX_USERNAME};
 use crate::{origin, regulate, slots};
@@ -27,19 +26,20 @@ pub struct LoginForm<'a> {
 
 /// The login page, posting to `<mount>login` (with `next` kept when it is safe).
 pub fn login_page(app: &mut App, req: &Request, status: u16, form: &LoginForm) -> Result<Response, Error> {
-    let mount = mount(app.config(), req);
+    let config = app.config();
+    let mount = req.mount(&config);
     let mut context = Context::new();
     context.insert("title", "Sign in");
     context.insert("action", &format!("{mount}login"));
     context.insert("username", form.username);
     context.insert("message", form.message);
     context.insert("next", if super::is_local_path(form.next) && form.next != mount { form.next } else { "" });
-    let config = app.config().clone();
     Ok(app.render.page(&config, req, status, "login.html", context)?)
 }
 
 pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
-    let mount = mount(app.config(), req);
+    let config = app.config();
+    let mount = req.mount(&config);
     match req.method.as_str() {
         "GET" | "HEAD" => {
             let next = safe_next(req.query_param("next").as_deref(), &mount);
@@ -48,7 +48,7 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
         "POST" => {}
         _ => return Err(Error::MethodNotAllowed("GET, HEAD, POST")),
     }
-    origin::check(app.config(), req).map_err(Error::CrossOrigin)?;
+    origin::check(&config, req).map_err(Error::CrossOrigin)?;
     let (kind, fields) = read_fields(req)?;
     let json = kind == BodyKind::Json || req.wants_json();
     let next = safe_next(fields.next.as_deref().or(req.query_param("next").as_deref()), &mount);
@@ -65,7 +65,6 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
     let typed = username.trim();
     let username = normalize_username(typed);
     let users = app.users()?;
-    let config = app.config().clone();
     let keys = regulate::keys(&config, &username, &req.remote_addr);
     // The store first: a store fault is told as one, not as busy slots.
     app.store()?;
@@ -85,13 +84,11 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
         return refuse(app, req, json, 401, &form);
     };
 
+    // Every cookie sent along is replaced, and its session ended: no fixation.
+    end_sent_sessions(app, req)?;
     let store = app.store()?;
     regulate::succeeded(store, &keys)?;
     store.purge(now, config.idle_timeout, config.failure_window)?;
-    // A cookie sent along is replaced, and its session ended: no fixation.
-    if let CookieState::Present(old) = session::read_cookie(&req.cookie_header, &config.cookie_name) {
-        store.delete(&old.id())?;
-    }
     let token = Token::generate().map_err(|e| Error::Random(e.to_string()))?;
     store.insert(&SessionRecord {
         id: token.id(),
@@ -111,14 +108,11 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
 }
 
 /// One of the host's verification slots (see [`crate::slots`]), in the
-/// directory of the SQLite store, which the web server's user can write.
-fn verification_slot(config: &Config) -> Result<Option<slots::Slot>, Error> {
-    let Some(dir) = config.store.strip_prefix("sqlite:").and_then(|p| std::path::Path::new(p).parent()) else {
-        return Ok(None);
-    };
-    let dir = if dir.as_os_str().is_empty() { std::path::Path::new(".") } else { dir };
+/// state directory, which the web server's user can write.
+fn verification_slot(config: &Config) -> Result<slots::Slot, Error> {
+    let dir = &config.state_dir;
     match slots::acquire(dir, config.max_verifications) {
-        Ok(Some(slot)) => Ok(Some(slot)),
+        Ok(Some(slot)) => Ok(slot),
         Ok(None) => Err(Error::Busy(format!(
             "all {} password verification slots busy for 2 s (WEBAUTH_MAX_VERIFICATIONS)",
             config.max_verifications

@@ -12,6 +12,7 @@ pub use logout::logout;
 use serde_json::Value;
 
 use crate::app::{App, Error};
+use crate::audit::{self, Refusal};
 use crate::http::{Request, RequestError};
 use crate::session::{self, CookieState, Live};
 
@@ -140,26 +141,40 @@ pub fn is_local_path(n: &str) -> bool {
 }
 
 /// The live session of a request, if any, and whether the reply must expire
-/// a cookie that names none.
+/// a cookie that names none (a refusal the audit log records, once).
 pub fn current_session(app: &mut App, req: &Request) -> Result<(Option<Live>, bool), Error> {
-    let token = match session::read_cookie(&req.cookie_header, &app.config().cookie_name) {
+    let config = app.config();
+    let token = match session::read_cookie(&req.cookie_header, &config.cookie_name) {
         CookieState::Absent => return Ok((None, false)),
-        CookieState::Invalid => return Ok((None, true)),
+        CookieState::Invalid(reason) => {
+            audit::refusal(config.log, Refusal::UnknownSession, reason, &req.remote_addr);
+            return Ok((None, true));
+        }
         CookieState::Present(token) => token,
     };
-    let config = app.config().clone();
     let live = session::current(&config, app.store()?, &token, session::now())?;
+    if live.is_none() {
+        audit::refusal(config.log, Refusal::UnknownSession, "no live session", &req.remote_addr);
+    }
     let stale = live.is_none();
     Ok((live, stale))
 }
 
-/// Test-only: a request header that makes the handler panic, to show that a
-/// panic becomes a 500 and the FastCGI process goes on serving.
-#[cfg(feature = "fault-injection")]
-pub fn fault_trigger(req: &Request) {
-    if req.fault.as_deref() == Some("panic") {
-        panic!("fault injected by X-Webauth-Fault");
+/// Ends every session whose token the request carries (see
+/// [`session::all_tokens`]); returns the users whose sessions ended.
+pub fn end_sent_sessions(app: &mut App, req: &Request) -> Result<Vec<String>, Error> {
+    let config = app.config();
+    let store = app.store()?;
+    let mut ended = Vec::new();
+    for token in session::all_tokens(&req.cookie_header, &config.cookie_name) {
+        let id = token.id();
+        // Deleted whether or not it is still live: a copied cookie stops now.
+        if let Some(record) = store.get(&id)? {
+            store.delete(&id)?;
+            ended.push(record.username);
+        }
     }
+    Ok(ended)
 }
 
 #[cfg(test)]

@@ -5,8 +5,18 @@ pub mod sqlite;
 
 use std::fmt;
 
-use crate::config::Config;
-use crate::session::SessionId;
+use crate::config::Store;
+
+/// The SHA-256 of a session token: the store's key for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub [u8; 32]);
+
+impl SessionId {
+    /// A short, non-secret label for logs and `webauth session list`.
+    pub fn short(&self) -> String {
+        self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
 
 /// A session as the store keeps it (no token: only its hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,20 +92,16 @@ pub trait SessionStore {
 /// Opens the store the configuration names if it exists already: for the
 /// admin command, which runs as root and must not create a store file the
 /// web server's user then cannot write.
-pub fn open_existing(config: &Config) -> Result<Option<Box<dyn SessionStore>>, StoreError> {
-    match config.store.strip_prefix("sqlite:") {
-        Some(path) if !std::path::Path::new(path).exists() => Ok(None),
-        _ => open(config).map(Some),
+pub fn open_existing(store: &Store) -> Result<Option<Box<dyn SessionStore>>, StoreError> {
+    match store {
+        Store::Sqlite(path) if !path.exists() => Ok(None),
+        _ => open(store).map(Some),
     }
 }
 
 /// Opens the store the configuration names.
-pub fn open(config: &Config) -> Result<Box<dyn SessionStore>, StoreError> {
-    match config.store.strip_prefix("sqlite:") {
-        Some(path) => Ok(Box::new(sqlite::SqliteStore::open(path)?)),
-        None => Err(StoreError::Unavailable {
-            store: config.store.clone(),
-            cause: "unknown store kind (expected sqlite:PATH)".into(),
-        }),
+pub fn open(store: &Store) -> Result<Box<dyn SessionStore>, StoreError> {
+    match store {
+        Store::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open(&path.to_string_lossy())?)),
     }
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use super::SessionId;
 use super::{Attempt, Limit, SessionRecord, SessionStore, StoreError};
-use crate::session::SessionId;
 
 const SCHEMA_VERSION: i64 = 1;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
