@@ -194,8 +194,12 @@ fn an_idle_fd0_worker_stops_at_once_on_sigterm() {
 fn listen_refuses_an_address_that_binds_beyond_loopback_however_it_is_written() {
     for addr in ["0:0", "0.0.0.0:0", "[::]:0"] {
         let dir = TempDir::new("stop");
-        let out = command(dir.path(), &[]).args(["--listen", addr, "--workers", "1"]).output().expect("run");
-        assert_eq!(out.status.code(), Some(78), "{addr}: {}", stderr(dir.path()));
+        let child = command(dir.path(), &[]).args(["--listen", addr, "--workers", "1"]).spawn().expect("spawn");
+        let mut program = Reaper(child);
+        // A program that took the address would serve until killed.
+        wait_until(addr, Duration::from_secs(10), || program.0.try_wait().expect("try_wait").is_some());
+        let status = program.0.wait().expect("wait");
+        assert_eq!(status.code(), Some(78), "{addr}: {}", stderr(dir.path()));
         assert!(stderr(dir.path()).contains("FCGI_WEB_SERVER_ADDRS"), "{addr}: {}", stderr(dir.path()));
     }
     // A name that resolves to loopback is fine.

@@ -1,0 +1,135 @@
+//! Refusals that are security events reach the audit log (text and JSON,
+//! never a token or a password), a planted second cookie cannot keep a
+//! session alive through logout or login, HSTS over HTTPS, and a mount with
+//! dot segments is not taken. Through the real CGI programs, whose stderr
+//! is the web server's error log.
+
+mod support;
+
+use support::{Req, Site};
+
+fn token_of(cookie: &str) -> &str {
+    cookie.split_once('=').map_or("", |(_, v)| v)
+}
+
+#[test]
+fn logout_ends_the_real_session_beside_a_planted_cookie() {
+    let site = Site::new();
+    let planted_live = site.session_for("jane", "janepass");
+    for planted in ["webauth=x".to_string(), planted_live] {
+        let cookie = site.session_for("john", "johnpass");
+        let header = format!("{planted}; {cookie}");
+        let reply = site.cgi("logout", &Req::json(&serde_json::json!({})).cookie(&header));
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert!(reply.expires_cookie());
+        assert!(!site.index_with(&cookie).text().contains("John Smith"), "{header}: the session outlived logout");
+    }
+}
+
+#[test]
+fn login_ends_every_session_whose_cookie_it_was_sent() {
+    let site = Site::new();
+    let old = site.session_for("john", "johnpass");
+    let header = format!("webauth=junk; {old}");
+    let reply =
+        site.cgi("login", &Req::json(&serde_json::json!({"username": "jane", "password": "janepass"})).cookie(&header));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(!site.index_with(&old).text().contains("John Smith"), "the old session outlived a new login");
+    let new = reply.cookie().expect("a new session");
+    assert!(site.index_with(&new).text().contains("Jane Doe"));
+}
+
+#[test]
+fn two_session_cookies_still_show_no_user_page() {
+    let site = Site::new();
+    let cookie = site.session_for("john", "johnpass");
+    let reply = site.index_with(&format!("webauth=x; {cookie}"));
+    assert!(
+        reply.text().contains("action=\"/login\"") || reply.html().contains("action=\"/login\""),
+        "{}",
+        reply.text()
+    );
+    assert!(!reply.text().contains("John Smith"));
+}
+
+/// The refusals of one site: a forged cookie, a well-formed unknown one, a
+/// duplicated one, and a cross-origin login, with their stderr lines.
+fn refusal_story(site: &Site) -> Vec<String> {
+    let known = site.session_for("john", "johnpass");
+    let mut lines = Vec::new();
+    let unknown = format!("webauth={}", "A".repeat(43));
+    for cookie in ["webauth=Session::john".to_string(), unknown, format!("{known}; {known}")] {
+        let reply = site.index_with(&cookie);
+        assert_eq!(reply.status, 200);
+        lines.extend(reply.stderr.lines().map(str::to_string));
+    }
+    let cross = Req::json(&serde_json::json!({"username": "john", "password": "johnpass"}))
+        .var("HTTP_SEC_FETCH_SITE", "cross-site")
+        .var("HTTP_ORIGIN", "http://evil.test");
+    let reply = site.cgi("login", &cross);
+    assert_eq!(reply.status, 403);
+    lines.extend(reply.stderr.lines().map(str::to_string));
+    let secrets = [token_of(&known).to_string(), "johnpass".to_string()];
+    for line in &lines {
+        for secret in &secrets {
+            assert!(!line.contains(secret.as_str()), "a secret in the log: {line}");
+        }
+    }
+    lines
+}
+
+#[test]
+fn refusals_are_audited_once_each_with_their_reason() {
+    let site = Site::new();
+    let lines = refusal_story(&site);
+    let refused: Vec<&String> = lines.iter().filter(|l| l.starts_with("webauth: refused ")).collect();
+    assert_eq!(refused.len(), 4, "{lines:#?}");
+    assert!(refused[0].contains("unknown-session reason=\"malformed session cookie\""), "{}", refused[0]);
+    assert!(refused[1].contains("unknown-session reason=\"no live session\""), "{}", refused[1]);
+    assert!(refused[2].contains("unknown-session reason=\"two session cookies\""), "{}", refused[2]);
+    assert!(refused[3].contains("cross-origin reason=\"Sec-Fetch-Site is not same-origin\""), "{}", refused[3]);
+    assert!(refused.iter().all(|l| l.contains("addr=\"192.0.2.10\"")), "{refused:#?}");
+}
+
+#[test]
+fn json_refusal_lines_carry_a_utc_timestamp() {
+    let site = Site::with_env(&[("WEBAUTH_LOG", "json")]);
+    let lines = refusal_story(&site);
+    let mut outcomes = Vec::new();
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let ts = v["ts"].as_str().unwrap_or_else(|| panic!("no ts: {line}"));
+        assert!(ts.len() == 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
+        if v["event"] == "refused" {
+            assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()), "{line}");
+            outcomes.push(v["outcome"].as_str().unwrap_or("").to_string());
+        }
+    }
+    assert_eq!(outcomes, ["unknown-session", "unknown-session", "unknown-session", "cross-origin"], "{lines:#?}");
+}
+
+#[test]
+fn answers_over_https_carry_hsts_and_it_can_be_set_or_turned_off() {
+    let https = |site: &Site| site.cgi("index", &Req::get().var("HTTPS", "on"));
+    let site = Site::new();
+    assert_eq!(https(&site).header("Strict-Transport-Security"), Some("max-age=31536000"));
+    assert_eq!(site.cgi("index", &Req::get()).header("Strict-Transport-Security"), None, "never over plain HTTP");
+    let sub = Site::with_env(&[("WEBAUTH_HSTS", "max-age=31536000; includeSubDomains")]);
+    assert_eq!(https(&sub).header("Strict-Transport-Security"), Some("max-age=31536000; includeSubDomains"));
+    let off = Site::with_env(&[("WEBAUTH_HSTS", "off")]);
+    assert_eq!(https(&off).header("Strict-Transport-Security"), None);
+}
+
+#[test]
+fn a_script_name_with_dot_segments_is_no_mount() {
+    let site = Site::new();
+    for script in ["/a/../login", "/a/./login"] {
+        let mut req = Req::json(&serde_json::json!({"username": "john", "password": "johnpass"}));
+        req.script_name = Some(script.to_string());
+        let reply = site.cgi("login", &req);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let set = reply.headers_named("Set-Cookie").join(" | ");
+        assert!(set.contains("Path=/;") || set.ends_with("Path=/"), "{script}: {set}");
+        assert!(!set.contains("/."), "{script}: {set}");
+    }
+}
