@@ -133,3 +133,50 @@ fn a_script_name_with_dot_segments_is_no_mount() {
         assert!(!set.contains("/."), "{script}: {set}");
     }
 }
+
+/// Starts `index --listen 127.0.0.1:PORT` with FCGI_WEB_SERVER_ADDRS naming
+/// another host, connects once, and returns the program's stderr.
+fn refused_peer_log(log: &str) -> String {
+    use std::io::{Read, Write};
+    let dir = support::TempDir::new("peer");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    std::fs::write(dir.path().join("users.json"), "{}").expect("users");
+    let mut child = std::process::Command::new(support::bin("index"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--workers", "1"])
+        .env_clear()
+        .env("WEBAUTH_USERS", dir.path().join("users.json"))
+        .env("WEBAUTH_STORE", format!("sqlite:{}", dir.path().join("s.db").display()))
+        .env("WEBAUTH_LOG", log)
+        .env("FCGI_WEB_SERVER_ADDRS", "192.0.2.7")
+        .stderr(std::fs::File::create(dir.path().join("stderr")).expect("stderr"))
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => break stream,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "never listened: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = stream.write_all(b"\x01\x01\x00\x01\x00\x08\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "a peer outside FCGI_WEB_SERVER_ADDRS got an answer");
+    support::stop(std::slice::from_mut(&mut child));
+    std::fs::read_to_string(dir.path().join("stderr")).expect("stderr")
+}
+
+#[test]
+fn a_fastcgi_peer_outside_fcgi_web_server_addrs_is_audited() {
+    let text = refused_peer_log("text");
+    let line =
+        text.lines().find(|l| l.starts_with("webauth: refused fastcgi-peer")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("not in FCGI_WEB_SERVER_ADDRS") && line.contains("addr=\"127.0.0.1\""), "{line}");
+    let json = refused_peer_log("json");
+    let line = json.lines().find(|l| l.contains("fastcgi-peer")).unwrap_or_else(|| panic!("{json}"));
+    let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    assert_eq!((v["event"].as_str(), v["addr"].as_str()), (Some("refused"), Some("127.0.0.1")), "{line}");
+    assert!(v["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
+}
