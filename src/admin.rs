@@ -22,6 +22,11 @@ const USAGE: &str = "usage:
   webauth session revoke NAME          end every session of a user
   webauth session purge                remove expired sessions and stale counters
   webauth serve --demo [--listen ADDR] the three routes on http://127.0.0.1:8080 with demo users
+  webauth check [--htaccess FILE | --unit FILE]
+                                       check a deployment: users file, store, templates, file modes
+  webauth bundle shared-host DIR --mount /members/ --user NAME [--first F] [--last L]
+                 [--data ABSOLUTE_DIR] [--programs DIR]
+                                       lay out a folder to upload to an Apache host with .htaccess and CGI
 
 Passwords are prompted for without echo, or read from stdin (one line) when it is not a terminal.
 Files and store come from WEBAUTH_USERS and WEBAUTH_STORE (see the README).";
@@ -69,6 +74,14 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
         ["serve", ..] => {
             Err(usage("serve runs the demo only: webauth serve --demo (production runs behind a web server)"))
         }
+        ["check"] => check(crate::check::Deployment { vars: crate::config::env_vars(), ..Default::default() }),
+        ["check", "--htaccess", file] => {
+            check(crate::check::Deployment::from_htaccess(file.as_ref()).map_err(|e| fail(format!("{file}: {e}")))?)
+        }
+        ["check", "--unit", file] => {
+            check(crate::check::Deployment::from_unit(file.as_ref()).map_err(|e| fail(format!("{file}: {e}")))?)
+        }
+        ["bundle", "shared-host", dir, rest @ ..] => bundle_shared_host(dir, rest),
         ["help"] | ["--help"] | ["-h"] => {
             println!("{USAGE}");
             Ok(())
@@ -91,7 +104,10 @@ fn save(file: &UsersFile) -> Result<(), Fail> {
 }
 
 fn user_add(name: &str, options: &[&str]) -> Result<(), Fail> {
-    let config = config()?;
+    add_user_to(&config()?.users, name, options)
+}
+
+fn add_user_to(users: &std::path::Path, name: &str, options: &[&str]) -> Result<(), Fail> {
     let username = normalize_username(name);
     if !valid_username(&username) {
         return Err(fail(format!(
@@ -114,7 +130,7 @@ fn user_add(name: &str, options: &[&str]) -> Result<(), Fail> {
         }
         fields.insert(key.to_string(), serde_json::Value::String(value.to_string()));
     }
-    let mut file = open_users(&config)?;
+    let mut file = UsersFile::open(users).map_err(|e| fail(e.to_string()))?;
     if file.key_of(&username).is_some() {
         return Err(fail(format!("user {username:?} exists already (use `webauth user passwd {username}`)")));
     }
@@ -122,7 +138,7 @@ fn user_add(name: &str, options: &[&str]) -> Result<(), Fail> {
     fields.insert("password".into(), hash_password(&password).map_err(fail)?.into());
     file.entries.insert(username.clone(), serde_json::Value::Object(fields));
     save(&file)?;
-    eprintln!("webauth: added {username} to {}", config.users.display());
+    eprintln!("webauth: added {username} to {}", users.display());
     Ok(())
 }
 
@@ -256,6 +272,63 @@ fn time(t: i64) -> String {
 
 /// A password from a prompt without echo (asked twice when `confirm`), or one
 /// line of stdin when stdin is not a terminal.
+/// Prints one line per check; fails when any check failed.
+fn check(deployment: crate::check::Deployment) -> Result<(), Fail> {
+    let findings = crate::check::run(&deployment);
+    for finding in &findings {
+        println!("{finding}");
+    }
+    let failed = findings.iter().filter(|f| f.level == crate::check::Level::Fail).count();
+    match failed {
+        0 => Ok(()),
+        n => Err(fail(format!("{n} check(s) failed"))),
+    }
+}
+
+/// `webauth bundle shared-host DIR --mount M --user NAME ...`: the folder,
+/// the first user (asking for the password), then `check` on the result.
+fn bundle_shared_host(dir: &str, options: &[&str]) -> Result<(), Fail> {
+    let mut mount = None;
+    let mut data = None;
+    let mut programs = None;
+    let mut user = None;
+    let mut user_options: Vec<&str> = Vec::new();
+    let mut it = options.iter();
+    while let Some(option) = it.next() {
+        let value = *it.next().ok_or_else(|| usage(&format!("{option} needs a value")))?;
+        match *option {
+            "--mount" => mount = Some(if value.ends_with('/') { value.to_string() } else { format!("{value}/") }),
+            "--data" => data = Some(std::path::PathBuf::from(value)),
+            "--programs" => programs = Some(std::path::PathBuf::from(value)),
+            "--user" => user = Some(value),
+            "--first" | "--last" | "--field" => user_options.extend([*option, value]),
+            other => return Err(usage(&format!("unknown option {other}"))),
+        }
+    }
+    let mount = mount.ok_or_else(|| usage("bundle needs --mount, the URL path it will be served at (/members/)"))?;
+    let user = user.ok_or_else(|| usage("bundle needs --user NAME, the first user"))?;
+    let programs = match programs {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf))
+            .ok_or_else(|| fail("cannot tell where the programs are: name their folder with --programs"))?,
+    };
+    let plan = crate::bundle::Plan { dir: dir.into(), mount, data, programs };
+    crate::bundle::lay_out(&plan).map_err(fail)?;
+    let users = crate::bundle::users_path(&plan);
+    add_user_to(&users, user, &user_options)?;
+    set_private(&users)?;
+    eprintln!("webauth: laid out {dir}; upload it as it is (keep the modes), then open {}", plan.mount);
+    check(crate::check::Deployment::from_htaccess(&plan.dir.join(".htaccess")).map_err(|e| fail(e.to_string()))?)
+}
+
+fn set_private(path: &std::path::Path) -> Result<(), Fail> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| fail(format!("{}: {e}", path.display())))
+}
+
 fn read_password(confirm: bool) -> Result<String, Fail> {
     let password = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ").map_err(|e| fail(e.to_string()))?;

@@ -12,7 +12,9 @@
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod bundle;
 pub mod cgi;
+pub mod check;
 pub mod config;
 pub mod fcgi;
 pub mod http;

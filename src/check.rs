@@ -1,0 +1,352 @@
+//! `webauth check`: a doctor for a deployment. It reads the configuration the
+//! programs would get (`SetEnv` lines of an `.htaccess`, `Environment=` lines
+//! of a systemd unit, or this process's environment) and checks what a login
+//! needs: the configuration parses, the users file loads, the store and the
+//! state directory can be written, every template renders, no secret file is
+//! readable by others or served from the web folder. One line per check with
+//! ok, warn or fail and the fix.
+
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use tera::Context;
+
+use crate::config::{Config, CookieSecure, Store};
+use crate::http::Request;
+use crate::render::Renderer;
+use crate::users::UserDb;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+/// One check's outcome: what was checked, and how to fix it when it is not ok.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    pub what: String,
+    pub fix: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.level {
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        };
+        write!(f, "{level}  {}", self.what)?;
+        if !self.fix.is_empty() {
+            write!(f, "\n      fix: {}", self.fix)?;
+        }
+        Ok(())
+    }
+}
+
+fn ok(what: impl Into<String>) -> Finding {
+    Finding { level: Level::Ok, what: what.into(), fix: String::new() }
+}
+
+fn warn(what: impl Into<String>, fix: impl Into<String>) -> Finding {
+    Finding { level: Level::Warn, what: what.into(), fix: fix.into() }
+}
+
+fn fail(what: impl Into<String>, fix: impl Into<String>) -> Finding {
+    Finding { level: Level::Fail, what: what.into(), fix: fix.into() }
+}
+
+/// What the programs of one deployment would see.
+#[derive(Debug, Clone, Default)]
+pub struct Deployment {
+    /// The `WEBAUTH_*` settings.
+    pub vars: Vec<(String, String)>,
+    /// The programs' working directory, against which relative paths resolve
+    /// (Apache runs a CGI program in its own folder).
+    pub base: Option<PathBuf>,
+    /// The folder the web server serves the programs from, when known.
+    pub web_dir: Option<PathBuf>,
+    /// Whether that folder's `.htaccess` denies every other file in it.
+    pub web_dir_denied: bool,
+}
+
+impl Deployment {
+    /// The deployment an `.htaccess` describes: its `SetEnv` lines, relative
+    /// paths resolved against its folder.
+    pub fn from_htaccess(path: &Path) -> std::io::Result<Deployment> {
+        let text = std::fs::read_to_string(path)?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        Ok(Deployment {
+            vars: setenv_lines(&text),
+            base: Some(dir.clone()),
+            web_dir: Some(dir),
+            web_dir_denied: text.lines().any(|l| {
+                let l = l.trim();
+                l == "RewriteRule ^ - [F]" || l.eq_ignore_ascii_case("Require all denied")
+            }),
+        })
+    }
+
+    /// The deployment a systemd unit describes: its `Environment=` lines.
+    pub fn from_unit(path: &Path) -> std::io::Result<Deployment> {
+        let text = std::fs::read_to_string(path)?;
+        Ok(Deployment { vars: environment_lines(&text), ..Deployment::default() })
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        match &self.base {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+}
+
+/// `SetEnv NAME VALUE` lines (the value may be quoted), in order.
+pub fn setenv_lines(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.trim().splitn(3, char::is_whitespace);
+            if !words.next()?.eq_ignore_ascii_case("SetEnv") {
+                return None;
+            }
+            let name = words.next()?.to_string();
+            let value = words.next().unwrap_or("").trim();
+            Some((name, unquote(value)))
+        })
+        .collect()
+}
+
+/// `Environment=NAME=VALUE ...` lines of a unit (each assignment may be quoted).
+pub fn environment_lines(text: &str) -> Vec<(String, String)> {
+    let mut vars = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.trim().strip_prefix("Environment=") else { continue };
+        for assignment in split_quoted(rest) {
+            if let Some((name, value)) = assignment.split_once('=') {
+                vars.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+    vars
+}
+
+fn unquote(value: &str) -> String {
+    let quoted = value.len() >= 2 && value.starts_with('"') && value.ends_with('"');
+    if quoted {
+        value[1..value.len() - 1].to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+/// Splits on spaces outside double quotes, dropping the quotes.
+fn split_quoted(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// Runs every check; the caller prints them and fails on any [`Level::Fail`].
+pub fn run(deployment: &Deployment) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let config = match Config::from_vars(&deployment.vars) {
+        Ok(config) => config,
+        Err(e) => {
+            findings.push(fail(format!("configuration: {e}"), format!("correct {} where it is set", e.name)));
+            return findings;
+        }
+    };
+    findings.push(ok(format!(
+        "configuration parses; mount {}",
+        config.mount.as_deref().unwrap_or("derived from SCRIPT_NAME")
+    )));
+    let users = deployment.resolve(&config.users);
+    check_users(&users, &mut findings);
+    check_secret_file("users file", &users, deployment, &mut findings);
+    match &config.store {
+        Store::Sqlite(path) => {
+            let path = deployment.resolve(path);
+            check_store(&path, &mut findings);
+            check_secret_file("session store", &path, deployment, &mut findings);
+        }
+    }
+    check_writable_dir("state directory (verification slots)", &deployment.resolve(&config.state_dir), &mut findings);
+    check_templates(&config, deployment, &mut findings);
+    if config.cookie_secure == CookieSecure::Never {
+        findings.push(warn(
+            "WEBAUTH_COOKIE_SECURE=never: over HTTPS the session cookie would travel without Secure",
+            "leave it at auto (Secure when HTTPS=on), or set always behind a TLS proxy",
+        ));
+    }
+    findings
+}
+
+fn check_users(path: &Path, findings: &mut Vec<Finding>) {
+    match UserDb::load(path) {
+        Ok(db) if db.is_empty() => findings
+            .push(warn(format!("users file {}: no users", path.display()), "add one with `webauth user add NAME`")),
+        Ok(db) => {
+            findings.push(ok(format!("users file {}: {} user(s), every password hashed", path.display(), db.len())));
+            let bcrypt = bcrypt_users(path);
+            if !bcrypt.is_empty() {
+                findings.push(warn(
+                    format!("users with bcrypt hashes (only their first 72 bytes count): {}", bcrypt.join(", ")),
+                    "they move to argon2id at their next login when the programs can write the users file; \
+                     or set a new password with `webauth user passwd NAME`",
+                ));
+            }
+        }
+        Err(e) => {
+            findings.push(fail(e.to_string(), "fix the users file: `webauth user add|passwd` writes valid entries"))
+        }
+    }
+}
+
+fn bcrypt_users(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&text) else { return Vec::new() };
+    map.iter()
+        .filter(|(_, v)| v["password"].as_str().is_some_and(|p| p.starts_with("$2")))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// A file holding secrets (password hashes, session hashes): not readable by
+/// others, and not inside the web folder unless the folder denies it.
+fn check_secret_file(what: &str, path: &Path, deployment: &Deployment, findings: &mut Vec<Finding>) {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.mode() & 0o004 != 0 {
+            findings.push(fail(
+                format!("{what} {} is readable by every user of this machine", path.display()),
+                format!("chmod 600 {} (640 if the web server reads it through its group)", path.display()),
+            ));
+        } else {
+            findings.push(ok(format!("{what} {} is not readable by others", path.display())));
+        }
+    }
+    let Some(web_dir) = &deployment.web_dir else { return };
+    let (Ok(web), Some(dir)) = (web_dir.canonicalize(), path.parent().and_then(|d| d.canonicalize().ok())) else {
+        return;
+    };
+    if dir.starts_with(&web) {
+        if deployment.web_dir_denied {
+            findings.push(ok(format!("{what} is inside the web folder, which the .htaccess denies")));
+        } else {
+            findings.push(fail(
+                format!("{what} {} is inside the web folder {} and may be downloaded", path.display(), web.display()),
+                "move it outside the web folder, or deny the folder in its .htaccess",
+            ));
+        }
+    }
+}
+
+fn check_store(path: &Path, findings: &mut Vec<Finding>) {
+    if path.exists() {
+        match crate::store::sqlite::SqliteStore::open(&path.to_string_lossy()) {
+            Ok(_) => findings.push(ok(format!("session store {} opens for writing", path.display()))),
+            Err(e) => findings
+                .push(fail(e.to_string(), "give the web server's user write access to the store file and its folder")),
+        }
+    } else {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        check_writable_dir(
+            &format!("folder of the session store {} (created at the first login)", path.display()),
+            dir,
+            findings,
+        );
+    }
+}
+
+/// Whether this user can create a file in `dir`: tried, not guessed from modes.
+fn check_writable_dir(what: &str, dir: &Path, findings: &mut Vec<Finding>) {
+    match tempfile::Builder::new().prefix(".webauth-check-").tempfile_in(dir) {
+        Ok(_) => {
+            let shared = std::fs::metadata(dir).is_ok_and(|m| m.mode() & 0o002 != 0);
+            if shared {
+                findings.push(fail(
+                    format!("{what}: {} is writable by every user", dir.display()),
+                    format!("chmod o-w {}", dir.display()),
+                ));
+            } else {
+                findings.push(ok(format!("{what}: {} is writable", dir.display())));
+            }
+        }
+        Err(e) => findings.push(fail(
+            format!("{what}: cannot write in {}: {e}", dir.display()),
+            format!("create {} and give the web server's user write access to it", dir.display()),
+        )),
+    }
+}
+
+fn check_templates(config: &Config, deployment: &Deployment, findings: &mut Vec<Finding>) {
+    let dir = config.templates.as_ref().map(|d| deployment.resolve(d));
+    let mut renderer = Renderer::new(dir.clone());
+    let req = Request::fake("GET", "/", "");
+    let mut user = serde_json::Map::new();
+    for (k, v) in [("username", "john"), ("first", "John"), ("last", "Smith")] {
+        user.insert(k.into(), serde_json::Value::String(v.into()));
+    }
+    let mut login = Context::new();
+    login.insert("action", "/login");
+    login.insert("username", "");
+    login.insert("message", "");
+    login.insert("next", "");
+    let mut page = Context::new();
+    page.insert("user", &serde_json::Value::Object(user));
+    page.insert("logout_action", "/logout");
+    let source = dir.as_ref().map_or("built-in".to_string(), |d| d.display().to_string());
+    for (name, context) in [("login.html", login), ("user.html", page)] {
+        match renderer.page(config, &req, 200, name, context) {
+            Ok(_) => findings.push(ok(format!("template {name} ({source}) renders"))),
+            Err(e) => findings
+                .push(fail(format!("template {name}: {e}"), "fix the template, or remove it to use the built-in one")),
+        }
+    }
+    match renderer.error_page(config, &req, 404, "Not found.") {
+        Ok(_) => findings.push(ok(format!("template error.html ({source}) renders"))),
+        Err(e) => findings
+            .push(fail(format!("template error.html: {e}"), "fix the template, or remove it to use the built-in one")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setenv_and_environment_lines_are_read_as_the_servers_read_them() {
+        let htaccess =
+            "# x\nSetEnv WEBAUTH_USERS data/users.json\n  setenv WEBAUTH_MOUNT \"/members/\"\nRewriteEngine On\n";
+        assert_eq!(
+            setenv_lines(htaccess),
+            vec![("WEBAUTH_USERS".into(), "data/users.json".into()), ("WEBAUTH_MOUNT".into(), "/members/".into())]
+        );
+        let unit = "[Service]\nEnvironment=WEBAUTH_USERS=/etc/u.json\nEnvironment=\"WEBAUTH_LOG=json\" A=b\n";
+        assert_eq!(
+            environment_lines(unit),
+            vec![
+                ("WEBAUTH_USERS".into(), "/etc/u.json".into()),
+                ("WEBAUTH_LOG".into(), "json".into()),
+                ("A".into(), "b".into())
+            ]
+        );
+    }
+}
