@@ -80,6 +80,15 @@ impl BodyPlan {
         if matches!(method.to_ascii_uppercase().as_str(), "GET" | "HEAD" | "") {
             return BodyPlan::None;
         }
+        // A server that cuts a body at its own limit (mod_fcgid under
+        // LimitRequestBody) passes the cut length in CONTENT_LENGTH; the
+        // client's own header, which servers pass as HTTP_CONTENT_LENGTH,
+        // still says the body was too large.
+        if let too_large @ BodyPlan::TooLarge(_) =
+            BodyPlan::from_content_length(vars.get("HTTP_CONTENT_LENGTH").map(String::as_str))
+        {
+            return too_large;
+        }
         BodyPlan::from_content_length(vars.get("CONTENT_LENGTH").map(String::as_str))
     }
 
@@ -369,6 +378,11 @@ mod tests {
         assert_eq!(plan("", Some("5")), BodyPlan::None);
         assert_eq!(plan("POST", Some("5")), BodyPlan::Read(5));
         assert_eq!(plan("DELETE", None), BodyPlan::Invalid);
+        let mut cut = HashMap::new();
+        for (k, v) in [("REQUEST_METHOD", "POST"), ("CONTENT_LENGTH", "65536"), ("HTTP_CONTENT_LENGTH", "70000")] {
+            cut.insert(k.to_string(), v.to_string());
+        }
+        assert_eq!(BodyPlan::for_request(&cut), BodyPlan::TooLarge(70000), "a body the server cut is still too large");
         assert_eq!(BodyPlan::None.check(b"ignored".to_vec()), Ok(Vec::new()));
     }
 
