@@ -3,6 +3,8 @@
 //! CGI scripts, their output parsed.
 #![allow(dead_code)]
 
+pub mod web;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,186 @@
+//! The Apache recipes through Debian's Apache on 127.0.0.1: the shared-host
+//! folder made by `webauth bundle shared-host` under mod_cgi with
+//! `AllowOverride All`, the programs under mod_fcgid (deploy/apache/fcgid.conf),
+//! and behind mod_proxy_fcgi on `--listen` unix sockets
+//! (deploy/apache/proxy-fcgi.conf). Each runs the whole login flow.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::web::{self, Processes};
+
+fn programs_dir() -> PathBuf {
+    Path::new(support::bin("index")).parent().expect("the programs' folder").to_path_buf()
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("webauth-apache-").tempdir().expect("temp dir");
+    web::open_to_web_server(dir.path());
+    dir
+}
+
+fn log(dir: &Path) -> impl Fn() -> String + '_ {
+    move || {
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        format!("--- error.log\n{}--- apache.stderr\n{}", read("error.log"), read("apache.stderr"))
+    }
+}
+
+/// Runs the admin command with `stdin`, asserting it succeeds; its stdout.
+fn webauth(args: &[&str], env: &[(&str, &Path)], stdin: &str) -> String {
+    let mut child = Command::new(support::bin("webauth"))
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("webauth");
+    let _ = child.stdin.take().expect("stdin").write_all(stdin.as_bytes());
+    let out = child.wait_with_output().expect("webauth");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "webauth {args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+/// A shared-host folder at `mount` inside `www`, as its user would make it:
+/// the bundle command with john as the first user, then jane added.
+fn bundle(www: &Path, mount: &str) -> PathBuf {
+    let folder = www.join(mount.trim_matches('/'));
+    let programs = programs_dir();
+    let args = [
+        "bundle",
+        "shared-host",
+        folder.to_str().expect("UTF-8 path"),
+        "--mount",
+        mount,
+        "--user",
+        "john",
+        "--first",
+        "John",
+        "--last",
+        "Smith",
+        "--programs",
+        programs.to_str().expect("UTF-8 path"),
+    ];
+    let report = webauth(&args, &[], "johnpass\n");
+    assert!(report.contains("ok    users file") && !report.contains("FAIL"), "{report}");
+    let users = folder.join("data/users.json");
+    webauth(&["user", "add", "jane", "--first", "Jane", "--last", "Doe"], &[("WEBAUTH_USERS", &users)], "janepass\n");
+    folder
+}
+
+#[test]
+fn mod_cgi_serves_the_shared_host_bundle_at_a_sub_path_and_at_the_root() {
+    for mount in ["/members/", "/"] {
+        let dir = temp_dir();
+        let www = dir.path().join("www");
+        std::fs::create_dir(&www).expect("www");
+        let folder = bundle(&www, mount);
+        // On a suexec host the programs run as the folder's owner.
+        web::give_to_web_server(&folder);
+        let port = web::free_port();
+        let body = format!(
+            "DocumentRoot {www}\n<Directory {www}>\n  AllowOverride All\n  Require all granted\n</Directory>\n",
+            www = www.display()
+        );
+        let conf = web::apache_conf(dir.path(), port, &["rewrite", "cgi"], &body);
+        let mut procs = Processes::default();
+        web::start_apache(&mut procs, dir.path(), port, &conf);
+        web::login_flow(port, mount, &log(dir.path()));
+        for private in ["data/users.json", "data/sessions.db", ".htaccess", "data/"] {
+            let got = web::http(port, "GET", &format!("{mount}{private}"), &[], b"");
+            assert_eq!(got.status, 403, "{mount}{private} is served: {}", got.body);
+        }
+        let modes = |p: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(folder.join(p)).expect(p).permissions().mode() & 0o777
+        };
+        assert_eq!((modes("login.cgi"), modes("data"), modes("data/users.json")), (0o755, 0o700, 0o600));
+        assert_eq!(modes("data/sessions.db") & 0o077, 0, "the store is private");
+    }
+}
+
+#[test]
+fn mod_fcgid_runs_the_programs_from_the_recipe() {
+    for mount in ["/members/", "/"] {
+        fcgid_flow(mount);
+    }
+}
+
+fn fcgid_flow(mount: &str) {
+    let dir = temp_dir();
+    let d = dir.path();
+    let lib = d.join("lib");
+    let data = d.join("data");
+    std::fs::create_dir(&lib).expect("lib");
+    std::fs::create_dir(&data).expect("data");
+    for p in ["index", "login", "logout"] {
+        std::fs::copy(support::bin(p), lib.join(p)).expect("copy a program");
+    }
+    let users = web::users_file(&data);
+    web::give_to_web_server(&data);
+    std::fs::create_dir(d.join("fcgid")).expect("fcgid dir");
+    web::give_to_web_server(&d.join("fcgid"));
+    let recipe = web::recipe("apache/fcgid.conf");
+    let recipe = web::fill(&recipe, "/usr/local/lib/webauth", &lib.display().to_string());
+    let recipe = web::fill(&recipe, "/etc/webauth/users.json", &users.display().to_string());
+    let recipe =
+        web::fill(&recipe, "/var/lib/webauth/sessions.db", &data.join("sessions.db").display().to_string());
+    let recipe = web::fill(&recipe, "/members/", mount);
+    let body = format!("FcgidIPCDir {d}/fcgid\nFcgidProcessTableFile {d}/fcgid/table\n{recipe}", d = d.display());
+    let port = web::free_port();
+    let conf = web::apache_conf(d, port, &[], &body);
+    let mut procs = Processes::default();
+    web::start_apache(&mut procs, d, port, &conf);
+    web::login_flow(port, mount, &log(d));
+}
+
+#[test]
+fn mod_proxy_fcgi_reaches_listen_workers_on_unix_sockets() {
+    for mount in ["/members/", "/"] {
+        proxy_fcgi_flow(mount);
+    }
+}
+
+fn proxy_fcgi_flow(mount: &str) {
+    let dir = temp_dir();
+    let d = dir.path();
+    let run = d.join("run");
+    std::fs::create_dir(&run).expect("run dir");
+    web::open_to_web_server(&run);
+    let users = web::users_file(d);
+    let mut procs = Processes::default();
+    for p in ["index", "login", "logout"] {
+        let socket = run.join(format!("{p}.sock"));
+        procs.spawn(
+            p,
+            Command::new(support::bin(p))
+                .arg("--listen")
+                .arg(&socket)
+                .args(["--workers", "1"])
+                .env_clear()
+                .env("WEBAUTH_USERS", &users)
+                .env("WEBAUTH_STORE", format!("sqlite:{}", d.join("sessions.db").display()))
+                .stderr(std::fs::File::create(d.join(format!("{p}.err"))).expect("stderr")),
+        );
+        web::wait_until(p, Duration::from_secs(10), || socket.exists());
+        // As systemd's SocketGroup=www-data would: Apache's user connects.
+        if web::as_root() {
+            let status = Command::new("chgrp").arg("www-data").arg(&socket).status().expect("chgrp");
+            assert!(status.success());
+        }
+    }
+    let recipe = web::fill(&web::recipe("apache/proxy-fcgi.conf"), "/run/webauth/", &format!("{}/", run.display()));
+    let recipe = web::fill(&recipe, "/members/", mount);
+    let port = web::free_port();
+    let conf = web::apache_conf(d, port, &[], &recipe);
+    web::start_apache(&mut procs, d, port, &conf);
+    web::login_flow(port, mount, &log(d));
+}
