@@ -131,8 +131,7 @@ fn fcgid_flow(mount: &str) {
     let recipe = web::recipe("apache/fcgid.conf");
     let recipe = web::fill(&recipe, "/usr/local/lib/webauth", &lib.display().to_string());
     let recipe = web::fill(&recipe, "/etc/webauth/users.json", &users.display().to_string());
-    let recipe =
-        web::fill(&recipe, "/var/lib/webauth/sessions.db", &data.join("sessions.db").display().to_string());
+    let recipe = web::fill(&recipe, "/var/lib/webauth/sessions.db", &data.join("sessions.db").display().to_string());
     let recipe = web::fill(&recipe, "/members/", mount);
     let body = format!("FcgidIPCDir {d}/fcgid\nFcgidProcessTableFile {d}/fcgid/table\n{recipe}", d = d.display());
     let port = web::free_port();
