@@ -6,16 +6,11 @@
 
 mod support;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use support::web::{self, Processes};
-
-fn programs_dir() -> PathBuf {
-    Path::new(support::bin("index")).parent().expect("the programs' folder").to_path_buf()
-}
 
 fn temp_dir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("webauth-apache-").tempdir().expect("temp dir");
@@ -30,59 +25,13 @@ fn log(dir: &Path) -> impl Fn() -> String + '_ {
     }
 }
 
-/// Runs the admin command with `stdin`, asserting it succeeds; its stdout.
-fn webauth(args: &[&str], env: &[(&str, &Path)], stdin: &str) -> String {
-    let mut child = Command::new(support::bin("webauth"))
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("webauth");
-    let _ = child.stdin.take().expect("stdin").write_all(stdin.as_bytes());
-    let out = child.wait_with_output().expect("webauth");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "webauth {args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
-    text
-}
-
-/// A shared-host folder at `mount` inside `www`, as its user would make it:
-/// the bundle command with john as the first user, then jane added.
-fn bundle(www: &Path, mount: &str) -> PathBuf {
-    let folder = www.join(mount.trim_matches('/'));
-    let programs = programs_dir();
-    let args = [
-        "bundle",
-        "shared-host",
-        folder.to_str().expect("UTF-8 path"),
-        "--mount",
-        mount,
-        "--user",
-        "john",
-        "--first",
-        "John",
-        "--last",
-        "Smith",
-        "--programs",
-        programs.to_str().expect("UTF-8 path"),
-    ];
-    let report = webauth(&args, &[], "johnpass\n");
-    assert!(report.contains("ok    users file") && !report.contains("FAIL"), "{report}");
-    let users = folder.join("data/users.json");
-    webauth(&["user", "add", "jane", "--first", "Jane", "--last", "Doe"], &[("WEBAUTH_USERS", &users)], "janepass\n");
-    folder
-}
-
 #[test]
 fn mod_cgi_serves_the_shared_host_bundle_at_a_sub_path_and_at_the_root() {
     for mount in ["/members/", "/"] {
         let dir = temp_dir();
         let www = dir.path().join("www");
         std::fs::create_dir(&www).expect("www");
-        let folder = bundle(&www, mount);
+        let folder = web::shared_host_bundle(&www, mount);
         // On a suexec host the programs run as the folder's owner.
         web::give_to_web_server(&folder);
         let port = web::free_port();

@@ -169,6 +169,52 @@ pub fn users_file(dir: &Path) -> PathBuf {
     path
 }
 
+/// Runs the admin command with `stdin`, asserting it succeeds; its stdout.
+pub fn admin(args: &[&str], env: &[(&str, &Path)], stdin: &str) -> String {
+    let mut child = Command::new(super::bin("webauth"))
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("webauth");
+    let _ = child.stdin.take().expect("stdin").write_all(stdin.as_bytes());
+    let out = child.wait_with_output().expect("webauth");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "webauth {args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+/// A shared-host folder at `mount` inside `www`, as its user would make it:
+/// the bundle command with john as the first user, then jane added.
+pub fn shared_host_bundle(www: &Path, mount: &str) -> PathBuf {
+    let folder = www.join(mount.trim_matches('/'));
+    let programs = Path::new(super::bin("index")).parent().expect("the programs' folder").to_path_buf();
+    let args = [
+        "bundle",
+        "shared-host",
+        folder.to_str().expect("UTF-8 path"),
+        "--mount",
+        mount,
+        "--user",
+        "john",
+        "--first",
+        "John",
+        "--last",
+        "Smith",
+        "--programs",
+        programs.to_str().expect("UTF-8 path"),
+    ];
+    let report = admin(&args, &[], "johnpass\n");
+    assert!(report.contains("ok    users file") && !report.contains("FAIL"), "{report}");
+    let users = folder.join("data/users.json");
+    admin(&["user", "add", "jane", "--first", "Jane", "--last", "Doe"], &[("WEBAUTH_USERS", &users)], "janepass\n");
+    folder
+}
+
 /// An HTTP answer.
 #[derive(Debug)]
 pub struct Http {
