@@ -3,7 +3,22 @@
 
 mod support;
 
-use support::Site;
+use support::{CgiReply, Req, ResponseExt, TestSite};
+
+fn login_json(site: &TestSite, username: &str, password: &str) -> CgiReply {
+    site.cgi("login", &Req::login(username, password))
+}
+
+/// Logs in through the CGI program; the `name=value` cookie pair.
+fn session_for(site: &TestSite, username: &str, password: &str) -> String {
+    let reply = login_json(site, username, password);
+    assert_eq!(reply.status, 200, "login as {username} failed: {}", reply.text());
+    reply.cookie().expect("a session cookie")
+}
+
+fn index_with(site: &TestSite, cookie: &str) -> CgiReply {
+    site.cgi("index", &Req::get().cookie(cookie))
+}
 
 fn ok(out: &std::process::Output) -> String {
     assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -12,20 +27,20 @@ fn ok(out: &std::process::Output) -> String {
 
 #[test]
 fn add_login_change_password_old_one_fails() {
-    let site = Site::new();
+    let site = TestSite::new();
     ok(&site.admin(&["user", "add", "alice", "--first", "Alice", "--last", "Liddell"], "wonderland\n"));
-    let cookie = site.session_for("alice", "wonderland");
-    assert!(site.index_with(&cookie).text().contains("Alice Liddell"));
+    let cookie = session_for(&site, "alice", "wonderland");
+    assert!(index_with(&site, &cookie).text().contains("Alice Liddell"));
 
     ok(&site.admin(&["user", "passwd", "alice"], "looking-glass\n"));
-    assert_eq!(site.login_json("alice", "wonderland").status, 401, "the old password fails");
-    assert_eq!(site.login_json("alice", "looking-glass").status, 200);
-    assert!(!site.index_with(&cookie).text().contains("Alice Liddell"), "a password change ends the sessions");
+    assert_eq!(login_json(&site, "alice", "wonderland").status, 401, "the old password fails");
+    assert_eq!(login_json(&site, "alice", "looking-glass").status, 200);
+    assert!(!index_with(&site, &cookie).text().contains("Alice Liddell"), "a password change ends the sessions");
 }
 
 #[test]
 fn add_keeps_other_users_and_their_unknown_fields() {
-    let site = Site::new();
+    let site = TestSite::new();
     let mut file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&site.users).unwrap()).unwrap();
     file["john"]["email"] = "john@example.org".into();
     file["john"]["groups"] = serde_json::json!(["staff"]);
@@ -37,12 +52,12 @@ fn add_keeps_other_users_and_their_unknown_fields() {
     assert_eq!(after["john"]["password"], file["john"]["password"]);
     assert_eq!(after["bob"]["email"], "bob@example.org");
     assert!(after["bob"]["password"].as_str().unwrap().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-    assert_eq!(site.login_json("john", "johnpass").status, 200);
+    assert_eq!(login_json(&site, "john", "johnpass").status, 200);
 }
 
 #[test]
 fn add_refuses_an_existing_user_and_a_password_on_argv() {
-    let site = Site::new();
+    let site = TestSite::new();
     let dup = site.admin(&["user", "add", "John"], "x\n");
     assert!(!dup.status.success());
     assert!(String::from_utf8_lossy(&dup.stderr).contains("exists"));
@@ -56,17 +71,17 @@ fn add_refuses_an_existing_user_and_a_password_on_argv() {
 
 #[test]
 fn del_removes_the_user_and_ends_their_sessions() {
-    let site = Site::new();
-    let cookie = site.session_for("jane", "janepass");
+    let site = TestSite::new();
+    let cookie = session_for(&site, "jane", "janepass");
     ok(&site.admin(&["user", "del", "jane"], ""));
-    assert!(!site.index_with(&cookie).text().contains("Jane Doe"));
-    assert_eq!(site.login_json("jane", "janepass").status, 401);
+    assert!(!index_with(&site, &cookie).text().contains("Jane Doe"));
+    assert_eq!(login_json(&site, "jane", "janepass").status, 401);
     assert!(!ok(&site.admin(&["user", "list"], "")).contains("jane"));
 }
 
 #[test]
 fn user_list_shows_names_and_hash_kinds() {
-    let site = Site::new();
+    let site = TestSite::new();
     let list = ok(&site.admin(&["user", "list"], ""));
     assert!(list.contains("john\tJohn Smith\targon2id"), "{list}");
     assert!(list.contains("jane\tJane Doe\targon2id"), "{list}");
@@ -75,34 +90,34 @@ fn user_list_shows_names_and_hash_kinds() {
 
 #[test]
 fn hash_prints_a_verifiable_argon2id_string() {
-    let site = Site::new();
+    let site = TestSite::new();
     let hash = ok(&site.admin(&["hash"], "s3cret\n")).trim().to_string();
     assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
     let users = serde_json::json!({"eve": {"first": "Eve", "password": hash}});
     std::fs::write(&site.users, users.to_string()).unwrap();
-    assert_eq!(site.login_json("eve", "s3cret").status, 200);
+    assert_eq!(login_json(&site, "eve", "s3cret").status, 200);
 }
 
 #[test]
 fn session_list_revoke_and_purge() {
-    let site = Site::new();
-    let john = site.session_for("john", "johnpass");
-    let jane = site.session_for("jane", "janepass");
+    let site = TestSite::new();
+    let john = session_for(&site, "john", "johnpass");
+    let jane = session_for(&site, "jane", "janepass");
     let list = ok(&site.admin(&["session", "list"], ""));
     assert!(list.contains("\tjohn\t") && list.contains("\tjane\t"), "{list}");
     assert!(!list.contains(john.trim_start_matches("webauth=")), "tokens are never listed");
     let revoked = ok(&site.admin(&["session", "revoke", "john"], ""));
     assert!(revoked.contains("ended 1 session"), "{revoked}");
-    assert!(!site.index_with(&john).text().contains("John Smith"));
-    assert!(site.index_with(&jane).text().contains("Jane Doe"));
+    assert!(!index_with(&site, &john).text().contains("John Smith"));
+    assert!(index_with(&site, &jane).text().contains("Jane Doe"));
     let purged = ok(&site.admin(&["session", "purge"], ""));
     assert!(purged.contains("removed 0 expired"), "{purged}");
 }
 
 #[test]
 fn purge_removes_idle_sessions() {
-    let mut site = Site::new();
-    site.session_for("john", "johnpass");
+    let mut site = TestSite::new();
+    session_for(&site, "john", "johnpass");
     std::thread::sleep(std::time::Duration::from_millis(2100));
     site.set("WEBAUTH_IDLE_TIMEOUT", "1");
     assert!(ok(&site.admin(&["session", "purge"], "")).contains("removed 1 expired"));
@@ -111,7 +126,7 @@ fn purge_removes_idle_sessions() {
 
 #[test]
 fn unknown_commands_print_usage() {
-    let site = Site::new();
+    let site = TestSite::new();
     let out = site.admin(&["frobnicate"], "");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
@@ -119,7 +134,7 @@ fn unknown_commands_print_usage() {
 
 #[test]
 fn admin_commands_never_create_the_store() {
-    let site = Site::new();
+    let site = TestSite::new();
     for args in [&["session", "list"][..], &["session", "revoke", "john"], &["session", "purge"]] {
         ok(&site.admin(args, ""));
     }
@@ -130,7 +145,7 @@ fn admin_commands_never_create_the_store() {
 #[test]
 fn writing_the_users_file_keeps_its_owner_group_and_mode() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let site = Site::new();
+    let site = TestSite::new();
     std::fs::set_permissions(&site.users, std::fs::Permissions::from_mode(0o640)).unwrap();
     // As root (CI), hand the file to another owner the way a deployment does
     // (root:webauth); otherwise the owner is ours and must stay ours.
@@ -146,7 +161,7 @@ fn writing_the_users_file_keeps_its_owner_group_and_mode() {
 
 #[test]
 fn the_demo_serves_loopback_only() {
-    let site = Site::new();
+    let site = TestSite::new();
     let out = site.admin(&["serve", "--demo", "--listen", "0.0.0.0:0"], "");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback only"));

@@ -3,13 +3,28 @@
 
 mod support;
 
-use support::{Req, Site};
+use support::{CgiReply, Req, ResponseExt, TestSite};
+
+fn login_json(site: &TestSite, username: &str, password: &str) -> CgiReply {
+    site.cgi("login", &Req::login(username, password))
+}
+
+/// Logs in through the CGI program; the `name=value` cookie pair.
+fn session_for(site: &TestSite, username: &str, password: &str) -> String {
+    let reply = login_json(site, username, password);
+    assert_eq!(reply.status, 200, "login as {username} failed: {}", reply.text());
+    reply.cookie().expect("a session cookie")
+}
+
+fn index_with(site: &TestSite, cookie: &str) -> CgiReply {
+    site.cgi("index", &Req::get().cookie(cookie))
+}
 
 const INVALID: &str = "Invalid username or password.";
 
 #[test]
 fn anonymous_get_shows_the_login_page() {
-    let site = Site::new();
+    let site = TestSite::new();
     let reply = site.cgi("index", &Req::get());
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("Content-Type"), Some("text/html; charset=utf-8"));
@@ -21,7 +36,7 @@ fn anonymous_get_shows_the_login_page() {
 
 #[test]
 fn head_on_index_has_headers_and_no_body() {
-    let site = Site::new();
+    let site = TestSite::new();
     let reply = site.cgi("index", &Req::new("HEAD"));
     assert_eq!(reply.status, 200);
     assert!(reply.body.is_empty());
@@ -30,8 +45,8 @@ fn head_on_index_has_headers_and_no_body() {
 
 #[test]
 fn json_login_sets_a_session_cookie_with_its_attributes() {
-    let site = Site::new();
-    let reply = site.login_json("john", "johnpass");
+    let site = TestSite::new();
+    let reply = login_json(&site, "john", "johnpass");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json(), serde_json::json!({"success": true, "redirect": "/"}));
     let set = reply.headers_named("Set-Cookie");
@@ -50,7 +65,7 @@ fn json_login_sets_a_session_cookie_with_its_attributes() {
 
 #[test]
 fn cookie_is_secure_over_https() {
-    let site = Site::new();
+    let site = TestSite::new();
     let reply = site
         .cgi("login", &Req::json(&serde_json::json!({"username": "john", "password": "johnpass"})).var("HTTPS", "on"));
     assert_eq!(reply.status, 200);
@@ -59,9 +74,9 @@ fn cookie_is_secure_over_https() {
 
 #[test]
 fn wrong_password_and_unknown_user_get_the_same_401() {
-    let site = Site::new();
-    let wrong = site.login_json("john", "nope");
-    let unknown = site.login_json("nosuchuser", "johnpass");
+    let site = TestSite::new();
+    let wrong = login_json(&site, "john", "nope");
+    let unknown = login_json(&site, "nosuchuser", "johnpass");
     for reply in [&wrong, &unknown] {
         assert_eq!(reply.status, 401);
         assert_eq!(reply.json(), serde_json::json!({"success": false, "message": INVALID}));
@@ -72,7 +87,7 @@ fn wrong_password_and_unknown_user_get_the_same_401() {
 
 #[test]
 fn missing_field_is_400() {
-    let site = Site::new();
+    let site = TestSite::new();
     for body in [
         serde_json::json!({"username": "john"}),
         serde_json::json!({"password": "johnpass"}),
@@ -90,7 +105,7 @@ fn missing_field_is_400() {
 
 #[test]
 fn form_login_redirects_with_a_cookie() {
-    let site = Site::new();
+    let site = TestSite::new();
     let reply = site.cgi("login", &Req::form("username=john&password=johnpass"));
     assert_eq!(reply.status, 303);
     assert_eq!(reply.header("Location"), Some("/"));
@@ -99,7 +114,7 @@ fn form_login_redirects_with_a_cookie() {
 
 #[test]
 fn form_login_goes_to_a_safe_next() {
-    let site = Site::new();
+    let site = TestSite::new();
     let reply = site.cgi("login", &Req::form("username=john&password=johnpass&next=%2Fprivate%2Fa.html"));
     assert_eq!(reply.header("Location"), Some("/private/a.html"));
     let evil = site.cgi("login", &Req::form("username=john&password=johnpass&next=%2F%2Fevil.test%2F"));
@@ -108,7 +123,7 @@ fn form_login_goes_to_a_safe_next() {
 
 #[test]
 fn failed_form_login_shows_the_page_with_the_username_escaped() {
-    let site = Site::new();
+    let site = TestSite::new();
     let reply = site.cgi("login", &Req::form("username=%3Cscript%3Ealert(1)%3C%2Fscript%3E&password=hunter2"));
     assert_eq!(reply.status, 401);
     let page = reply.text();
@@ -120,9 +135,9 @@ fn failed_form_login_shows_the_page_with_the_username_escaped() {
 
 #[test]
 fn the_cookie_shows_the_users_page() {
-    let site = Site::new();
-    let cookie = site.session_for("john", "johnpass");
-    let reply = site.index_with(&cookie);
+    let site = TestSite::new();
+    let cookie = session_for(&site, "john", "johnpass");
+    let reply = index_with(&site, &cookie);
     assert_eq!(reply.status, 200);
     let page = reply.html();
     assert!(page.contains("John Smith"), "{page}");
@@ -132,15 +147,15 @@ fn the_cookie_shows_the_users_page() {
 
 #[test]
 fn logout_ends_the_session_for_a_saved_copy_of_the_cookie() {
-    let site = Site::new();
-    let cookie = site.session_for("jane", "janepass");
-    assert!(site.index_with(&cookie).text().contains("Jane Doe"));
+    let site = TestSite::new();
+    let cookie = session_for(&site, "jane", "janepass");
+    assert!(index_with(&site, &cookie).text().contains("Jane Doe"));
     let out = site.cgi("logout", &Req::form("").cookie(&cookie));
     assert_eq!(out.status, 303);
     assert_eq!(out.header("Location"), Some("/"));
     assert!(out.expires_cookie());
     assert!(out.stderr.contains("logout success"), "{}", out.stderr);
-    let after = site.index_with(&cookie);
+    let after = index_with(&site, &cookie);
     assert_eq!(after.status, 200);
     assert!(after.text().contains("name=\"password\""), "login page again");
     assert!(!after.text().contains("Jane Doe"));
@@ -149,8 +164,8 @@ fn logout_ends_the_session_for_a_saved_copy_of_the_cookie() {
 
 #[test]
 fn json_logout_and_logout_without_a_session_are_idempotent() {
-    let site = Site::new();
-    let cookie = site.session_for("john", "johnpass");
+    let site = TestSite::new();
+    let cookie = session_for(&site, "john", "johnpass");
     for _ in 0..2 {
         let reply = site.cgi("logout", &Req::json(&serde_json::json!({})).cookie(&cookie));
         assert_eq!(reply.status, 200);
@@ -162,30 +177,30 @@ fn json_logout_and_logout_without_a_session_are_idempotent() {
 
 #[test]
 fn forged_tutorial_cookie_does_not_log_in() {
-    let site = Site::new();
-    let reply = site.index_with("webauth=Session::john");
+    let site = TestSite::new();
+    let reply = index_with(&site, "webauth=Session::john");
     assert!(!reply.text().contains("John Smith"));
     assert!(reply.text().contains("name=\"password\""));
     assert!(reply.expires_cookie());
-    let tutorial = site.index_with("SID=Session::john");
+    let tutorial = index_with(&site, "SID=Session::john");
     assert!(!tutorial.text().contains("John Smith"));
 }
 
 #[test]
 fn a_well_formed_but_unknown_token_does_not_log_in() {
-    let site = Site::new();
-    let reply = site.index_with(&format!("webauth={}", "A".repeat(43)));
+    let site = TestSite::new();
+    let reply = index_with(&site, &format!("webauth={}", "A".repeat(43)));
     assert!(!reply.text().contains("John Smith"));
     assert!(reply.expires_cookie());
 }
 
 #[test]
 fn idle_session_expires() {
-    let site = Site::with_env(&[("WEBAUTH_IDLE_TIMEOUT", "2")]);
-    let cookie = site.session_for("john", "johnpass");
-    assert!(site.index_with(&cookie).text().contains("John Smith"));
+    let site = TestSite::with_env(&[("WEBAUTH_IDLE_TIMEOUT", "2")]);
+    let cookie = session_for(&site, "john", "johnpass");
+    assert!(index_with(&site, &cookie).text().contains("John Smith"));
     std::thread::sleep(std::time::Duration::from_millis(3100));
-    let reply = site.index_with(&cookie);
+    let reply = index_with(&site, &cookie);
     assert!(!reply.text().contains("John Smith"), "idle session must end");
     assert!(reply.expires_cookie());
 }
@@ -193,53 +208,51 @@ fn idle_session_expires() {
 #[test]
 fn idle_timeout_slides_while_the_session_is_used() {
     // Idle 4 s: requests every 1.5 s for 7 s keep it alive past the idle time.
-    let site = Site::with_env(&[("WEBAUTH_IDLE_TIMEOUT", "4")]);
-    let cookie = site.session_for("john", "johnpass");
+    let site = TestSite::with_env(&[("WEBAUTH_IDLE_TIMEOUT", "4")]);
+    let cookie = session_for(&site, "john", "johnpass");
     for _ in 0..5 {
         std::thread::sleep(std::time::Duration::from_millis(1500));
-        assert!(site.index_with(&cookie).text().contains("John Smith"), "a session in use stays alive");
+        assert!(index_with(&site, &cookie).text().contains("John Smith"), "a session in use stays alive");
     }
 }
 
 #[test]
 fn absolute_lifetime_ends_a_busy_session() {
-    let site = Site::with_env(&[("WEBAUTH_ABSOLUTE_TIMEOUT", "3")]);
-    let cookie = site.session_for("john", "johnpass");
+    let site = TestSite::with_env(&[("WEBAUTH_ABSOLUTE_TIMEOUT", "3")]);
+    let cookie = session_for(&site, "john", "johnpass");
     for _ in 0..2 {
-        assert!(site.index_with(&cookie).text().contains("John Smith"));
+        assert!(index_with(&site, &cookie).text().contains("John Smith"));
         std::thread::sleep(std::time::Duration::from_millis(1000));
     }
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert!(!site.index_with(&cookie).text().contains("John Smith"));
+    assert!(!index_with(&site, &cookie).text().contains("John Smith"));
 }
 
 #[test]
 fn every_login_issues_a_new_token_and_ends_the_old_one() {
-    let site = Site::new();
-    let first = site.session_for("john", "johnpass");
+    let site = TestSite::new();
+    let first = session_for(&site, "john", "johnpass");
     let reply =
         site.cgi("login", &Req::json(&serde_json::json!({"username": "john", "password": "johnpass"})).cookie(&first));
     let second = reply.cookie().unwrap();
     assert_ne!(first, second);
-    assert!(!site.index_with(&first).text().contains("John Smith"), "the old session is replaced");
-    assert!(site.index_with(&second).text().contains("John Smith"));
+    assert!(!index_with(&site, &first).text().contains("John Smith"), "the old session is replaced");
+    assert!(index_with(&site, &second).text().contains("John Smith"));
 }
 
 #[test]
 fn get_login_renders_the_page_keeping_a_safe_next() {
-    let site = Site::new();
-    let mut req = Req::get();
-    req.query = "next=%2Fprivate%2Fx.html".into();
-    let reply = site.cgi("login", &req);
+    let site = TestSite::new();
+    let reply = site.cgi("login", &Req::get().with_query("next=%2Fprivate%2Fx.html"));
     assert_eq!(reply.status, 200);
     assert!(reply.text().contains("value=\"&#x2F;private&#x2F;x.html\""), "{}", reply.text());
-    req.query = "next=https%3A%2F%2Fevil.test".into();
-    assert!(!site.cgi("login", &req).text().contains("evil.test"));
+    let evil = site.cgi("login", &Req::get().with_query("next=https%3A%2F%2Fevil.test"));
+    assert!(!evil.text().contains("evil.test"));
 }
 
 #[test]
 fn other_methods_get_405_with_allow() {
-    let site = Site::new();
+    let site = TestSite::new();
     for (program, method, allow) in [
         ("index", "POST", "GET, HEAD"),
         ("index", "DELETE", "GET, HEAD"),
@@ -254,23 +267,19 @@ fn other_methods_get_405_with_allow() {
 
 #[test]
 fn mounted_under_a_prefix_links_and_cookie_follow() {
-    let site = Site::new();
-    let mut req = Req::json(&serde_json::json!({"username": "john", "password": "johnpass"}));
-    req.script_name = Some("/members/login".into());
-    let reply = site.cgi("login", &req);
+    let site = TestSite::new();
+    let reply = site.cgi("login", &Req::login("john", "johnpass").script("/members/login"));
     assert_eq!(reply.json()["redirect"], "/members/");
     assert!(reply.header("Set-Cookie").unwrap().contains("Path=/members/"));
-    let mut page = Req::get();
-    page.script_name = Some("/members/".into());
-    let text = site.cgi("index", &page).html();
+    let text = site.cgi("index", &Req::get().script("/members/")).html();
     assert!(text.contains("action=\"/members/login\""), "{text}");
 }
 
 #[test]
 fn plaintext_password_in_the_users_file_logs_nobody_in() {
-    let site = Site::new();
+    let site = TestSite::new();
     std::fs::write(&site.users, r#"{"john": {"first": "John", "last": "Smith", "password": "johnpass"}}"#).unwrap();
-    let reply = site.login_json("john", "johnpass");
+    let reply = login_json(&site, "john", "johnpass");
     assert_eq!(reply.status, 500);
     assert!(reply.cookie().is_none());
     assert!(reply.stderr.contains("\"john\"") && reply.stderr.contains("plaintext"), "{}", reply.stderr);
@@ -279,22 +288,22 @@ fn plaintext_password_in_the_users_file_logs_nobody_in() {
 
 #[test]
 fn a_missing_users_file_logs_nobody_in() {
-    let site = Site::new();
+    let site = TestSite::new();
     std::fs::remove_file(&site.users).unwrap();
-    let reply = site.login_json("john", "johnpass");
+    let reply = login_json(&site, "john", "johnpass");
     assert_eq!(reply.status, 500);
     assert!(reply.stderr.contains("not found"), "{}", reply.stderr);
 }
 
 #[test]
 fn templates_from_a_directory_change_without_a_rebuild() {
-    let mut site = Site::new();
+    let mut site = TestSite::new();
     let dir = site.dir.path().join("templates");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("user.html"), "Howdy {{ user.first }} from a custom page").unwrap();
     site.set("WEBAUTH_TEMPLATES", dir.to_str().unwrap());
-    let cookie = site.session_for("john", "johnpass");
-    assert_eq!(site.index_with(&cookie).text(), "Howdy John from a custom page");
+    let cookie = session_for(&site, "john", "johnpass");
+    assert_eq!(index_with(&site, &cookie).text(), "Howdy John from a custom page");
     // Pages not in the directory fall back to the built-in ones.
     assert!(site.cgi("index", &Req::get()).text().contains("name=\"password\""));
 }

@@ -5,7 +5,22 @@
 
 mod support;
 
-use support::{Reply, Req, Site};
+use support::{CgiReply, Req, ResponseExt, TestSite};
+
+fn login_json(site: &TestSite, username: &str, password: &str) -> CgiReply {
+    site.cgi("login", &Req::login(username, password))
+}
+
+/// Logs in through the CGI program; the `name=value` cookie pair.
+fn session_for(site: &TestSite, username: &str, password: &str) -> String {
+    let reply = login_json(site, username, password);
+    assert_eq!(reply.status, 200, "login as {username} failed: {}", reply.text());
+    reply.cookie().expect("a session cookie")
+}
+
+fn index_with(site: &TestSite, cookie: &str) -> CgiReply {
+    site.cgi("index", &Req::get().cookie(cookie))
+}
 
 struct Case {
     name: &'static str,
@@ -98,7 +113,7 @@ fn login_req() -> Req {
 }
 
 /// What is wrong with a refusal: it must be a JSON 403 (for a JSON request) and set no cookie.
-fn refusal_problems(reply: &Reply, json: bool) -> Vec<String> {
+fn refusal_problems(reply: &CgiReply, json: bool) -> Vec<String> {
     let mut problems = Vec::new();
     if reply.status != 403 {
         problems.push(format!("status {} (want 403)", reply.status));
@@ -120,7 +135,7 @@ fn refusal_problems(reply: &Reply, json: bool) -> Vec<String> {
 
 #[test]
 fn login_is_allowed_or_refused_by_origin() {
-    let site = Site::new();
+    let site = TestSite::new();
     let mut failures = Vec::new();
     for c in CASES {
         let reply = site.cgi("login", &with_vars(login_req(), c.vars));
@@ -149,12 +164,12 @@ fn login_is_allowed_or_refused_by_origin() {
 
 #[test]
 fn logout_is_allowed_or_refused_by_origin() {
-    let site = Site::new();
+    let site = TestSite::new();
     let mut failures = Vec::new();
     for c in CASES {
-        let cookie = site.session_for("jane", "janepass");
+        let cookie = session_for(&site, "jane", "janepass");
         let reply = site.cgi("logout", &with_vars(Req::json(&serde_json::json!({})).cookie(&cookie), c.vars));
-        let alive = site.index_with(&cookie).text().contains("Jane Doe");
+        let alive = index_with(&site, &cookie).text().contains("Jane Doe");
         let mut problems = Vec::new();
         if c.allowed {
             if reply.status != 200 {
@@ -178,7 +193,7 @@ fn logout_is_allowed_or_refused_by_origin() {
 
 #[test]
 fn a_refused_form_login_gets_an_html_403() {
-    let site = Site::new();
+    let site = TestSite::new();
     let reply = site.cgi(
         "login",
         &Req::form("username=john&password=johnpass")
@@ -194,8 +209,8 @@ fn a_refused_form_login_gets_an_html_403() {
 fn a_refused_cross_site_login_with_a_session_cookie_does_not_touch_it() {
     // A cross-site POST carrying the victim's cookie (SameSite=Lax keeps it off
     // real cross-site POSTs, but older browsers sent it): the session lives on.
-    let site = Site::new();
-    let cookie = site.session_for("john", "johnpass");
+    let site = TestSite::new();
+    let cookie = session_for(&site, "john", "johnpass");
     let reply = site.cgi(
         "login",
         &Req::json(&serde_json::json!({"username": "jane", "password": "janepass"}))
@@ -204,13 +219,13 @@ fn a_refused_cross_site_login_with_a_session_cookie_does_not_touch_it() {
             .var("HTTP_ORIGIN", "http://evil.test"),
     );
     assert_eq!(reply.status, 403);
-    assert!(site.index_with(&cookie).text().contains("John Smith"));
+    assert!(index_with(&site, &cookie).text().contains("John Smith"));
 }
 
 #[test]
 fn cross_site_get_still_shows_the_page() {
     // GET is safe: a link from another site to the login page must work.
-    let site = Site::new();
+    let site = TestSite::new();
     let reply =
         site.cgi("index", &Req::get().var("HTTP_SEC_FETCH_SITE", "cross-site").var("HTTP_ORIGIN", "http://evil.test"));
     assert_eq!(reply.status, 200);

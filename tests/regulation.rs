@@ -7,24 +7,28 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Reply, Req, Site};
+use support::{CgiReply, Req, ResponseExt, TestSite};
+
+fn index_with(site: &TestSite, cookie: &str) -> CgiReply {
+    site.cgi("index", &Req::get().cookie(cookie))
+}
 
 const WRONG: &str = "Wr0ng-Guess-7731";
 const ATTACKER: &str = "203.0.113.66";
 const JOHN_HOME: &str = "192.0.2.10";
 
-fn attempt(site: &Site, username: &str, password: &str, addr: &str) -> Reply {
+fn attempt(site: &TestSite, username: &str, password: &str, addr: &str) -> CgiReply {
     site.cgi("login", &Req::json(&serde_json::json!({"username": username, "password": password})).remote(addr))
 }
 
 /// A site with a long ban (so it cannot lapse mid-test) and these extra variables.
-fn site(extra: &[(&str, &str)]) -> Site {
+fn site(extra: &[(&str, &str)]) -> TestSite {
     let mut env = vec![("WEBAUTH_BAN_TIME", "60"), ("WEBAUTH_FAILURE_WINDOW", "60")];
     env.extend_from_slice(extra);
-    Site::with_env(&env)
+    TestSite::with_env(&env)
 }
 
-fn assert_banned(reply: &Reply, ban_time: i64, what: &str) {
+fn assert_banned(reply: &CgiReply, ban_time: i64, what: &str) {
     assert_eq!(reply.status, 429, "{what}: {}", reply.text());
     let retry = reply.header("Retry-After").unwrap_or_else(|| panic!("{what}: no Retry-After"));
     let seconds: i64 = retry.parse().unwrap_or_else(|_| panic!("{what}: Retry-After {retry:?} is not an integer"));
@@ -71,7 +75,7 @@ fn unknown_usernames_are_counted_the_same() {
 
 #[test]
 fn the_ban_lapses_after_its_time() {
-    let site = Site::with_env(&[("WEBAUTH_BAN_TIME", "3"), ("WEBAUTH_FAILURE_WINDOW", "60")]);
+    let site = TestSite::with_env(&[("WEBAUTH_BAN_TIME", "3"), ("WEBAUTH_FAILURE_WINDOW", "60")]);
     for _ in 0..5 {
         assert_eq!(attempt(&site, "john", WRONG, JOHN_HOME).status, 401);
     }
@@ -139,14 +143,14 @@ fn the_lookup_normalizes_the_username_too() {
     let site = site(&[]);
     let reply = attempt(&site, " John ", "johnpass", JOHN_HOME);
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert!(site.index_with(&reply.cookie().unwrap()).text().contains("John Smith"));
+    assert!(index_with(&site, &reply.cookie().unwrap()).text().contains("John Smith"));
 }
 
 /// Runs the whole story (failures, the ban, a banned attempt, a success
 /// elsewhere) and returns every stderr line.
-fn audit_story(site: &Site) -> Vec<String> {
+fn audit_story(site: &TestSite) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut keep = |r: Reply| lines.extend(r.stderr.lines().map(str::to_string));
+    let mut keep = |r: CgiReply| lines.extend(r.stderr.lines().map(str::to_string));
     for _ in 0..5 {
         keep(attempt(site, "john", WRONG, ATTACKER));
     }
@@ -214,7 +218,7 @@ fn parallel_attempts_cannot_slip_past_the_limit() {
     // is counted before its password is verified, so only the first five are
     // verified (401) and every other one is refused (429).
     let site = site(&[]);
-    let replies: Vec<Reply> = std::thread::scope(|scope| {
+    let replies: Vec<CgiReply> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 scope.spawn(|| (0..3).map(|_| attempt(&site, "john", "wrong", "198.51.100.7")).collect::<Vec<_>>())
