@@ -1,24 +1,9 @@
 //! The `webauth` admin command against a real users file and store, checked
-//! by logging in through the CGI binaries.
+//! by logging in to the same site in process.
 
 mod support;
 
-use support::{CgiReply, Req, ResponseExt, TestSite};
-
-fn login_json(site: &TestSite, username: &str, password: &str) -> CgiReply {
-    site.cgi("login", &Req::login(username, password))
-}
-
-/// Logs in through the CGI program; the `name=value` cookie pair.
-fn session_for(site: &TestSite, username: &str, password: &str) -> String {
-    let reply = login_json(site, username, password);
-    assert_eq!(reply.status, 200, "login as {username} failed: {}", reply.text());
-    reply.cookie().expect("a session cookie")
-}
-
-fn index_with(site: &TestSite, cookie: &str) -> CgiReply {
-    site.cgi("index", &Req::get().cookie(cookie))
-}
+use support::{ResponseExt, TestSite};
 
 fn ok(out: &std::process::Output) -> String {
     assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -29,13 +14,13 @@ fn ok(out: &std::process::Output) -> String {
 fn add_login_change_password_old_one_fails() {
     let site = TestSite::new();
     ok(&site.admin(&["user", "add", "alice", "--first", "Alice", "--last", "Liddell"], "wonderland\n"));
-    let cookie = session_for(&site, "alice", "wonderland");
-    assert!(index_with(&site, &cookie).text().contains("Alice Liddell"));
+    let cookie = site.session_for("alice", "wonderland");
+    assert!(site.index_with(&cookie).text().contains("Alice Liddell"));
 
     ok(&site.admin(&["user", "passwd", "alice"], "looking-glass\n"));
-    assert_eq!(login_json(&site, "alice", "wonderland").status, 401, "the old password fails");
-    assert_eq!(login_json(&site, "alice", "looking-glass").status, 200);
-    assert!(!index_with(&site, &cookie).text().contains("Alice Liddell"), "a password change ends the sessions");
+    assert_eq!(site.login_json("alice", "wonderland").status, 401, "the old password fails");
+    assert_eq!(site.login_json("alice", "looking-glass").status, 200);
+    assert!(!site.index_with(&cookie).text().contains("Alice Liddell"), "a password change ends the sessions");
 }
 
 #[test]
@@ -52,7 +37,7 @@ fn add_keeps_other_users_and_their_unknown_fields() {
     assert_eq!(after["john"]["password"], file["john"]["password"]);
     assert_eq!(after["bob"]["email"], "bob@example.org");
     assert!(after["bob"]["password"].as_str().unwrap().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-    assert_eq!(login_json(&site, "john", "johnpass").status, 200);
+    assert_eq!(site.login_json("john", "johnpass").status, 200);
 }
 
 #[test]
@@ -72,10 +57,10 @@ fn add_refuses_an_existing_user_and_a_password_on_argv() {
 #[test]
 fn del_removes_the_user_and_ends_their_sessions() {
     let site = TestSite::new();
-    let cookie = session_for(&site, "jane", "janepass");
+    let cookie = site.session_for("jane", "janepass");
     ok(&site.admin(&["user", "del", "jane"], ""));
-    assert!(!index_with(&site, &cookie).text().contains("Jane Doe"));
-    assert_eq!(login_json(&site, "jane", "janepass").status, 401);
+    assert!(!site.index_with(&cookie).text().contains("Jane Doe"));
+    assert_eq!(site.login_json("jane", "janepass").status, 401);
     assert!(!ok(&site.admin(&["user", "list"], "")).contains("jane"));
 }
 
@@ -95,21 +80,21 @@ fn hash_prints_a_verifiable_argon2id_string() {
     assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
     let users = serde_json::json!({"eve": {"first": "Eve", "password": hash}});
     std::fs::write(&site.users, users.to_string()).unwrap();
-    assert_eq!(login_json(&site, "eve", "s3cret").status, 200);
+    assert_eq!(site.login_json("eve", "s3cret").status, 200);
 }
 
 #[test]
 fn session_list_revoke_and_purge() {
     let site = TestSite::new();
-    let john = session_for(&site, "john", "johnpass");
-    let jane = session_for(&site, "jane", "janepass");
+    let john = site.session_for("john", "johnpass");
+    let jane = site.session_for("jane", "janepass");
     let list = ok(&site.admin(&["session", "list"], ""));
     assert!(list.contains("\tjohn\t") && list.contains("\tjane\t"), "{list}");
     assert!(!list.contains(john.trim_start_matches("webauth=")), "tokens are never listed");
     let revoked = ok(&site.admin(&["session", "revoke", "john"], ""));
     assert!(revoked.contains("ended 1 session"), "{revoked}");
-    assert!(!index_with(&site, &john).text().contains("John Smith"));
-    assert!(index_with(&site, &jane).text().contains("Jane Doe"));
+    assert!(!site.index_with(&john).text().contains("John Smith"));
+    assert!(site.index_with(&jane).text().contains("Jane Doe"));
     let purged = ok(&site.admin(&["session", "purge"], ""));
     assert!(purged.contains("removed 0 expired"), "{purged}");
 }
@@ -117,7 +102,7 @@ fn session_list_revoke_and_purge() {
 #[test]
 fn purge_removes_idle_sessions() {
     let mut site = TestSite::new();
-    session_for(&site, "john", "johnpass");
+    site.session_for("john", "johnpass");
     std::thread::sleep(std::time::Duration::from_millis(2100));
     site.set("WEBAUTH_IDLE_TIMEOUT", "1");
     assert!(ok(&site.admin(&["session", "purge"], "")).contains("removed 1 expired"));
