@@ -426,10 +426,13 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.exited().is_none() {
-            signal(self.pid(), libc::SIGTERM);
+        // No panics here: a test may be unwinding already.
+        let pid = self.child.id();
+        let mut running = || matches!(self.child.try_wait(), Ok(None));
+        if running() {
+            signal(pid, libc::SIGTERM);
             let deadline = Instant::now() + STARTUP;
-            while self.exited().is_none() && Instant::now() < deadline {
+            while running() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
             // SIGKILL (workers of a --listen parent get SIGTERM when it dies).
