@@ -1,9 +1,9 @@
 //! The `webauth` admin command against a real users file and store, checked
-//! by logging in through the CGI binaries.
+//! by logging in to the same site in process.
 
 mod support;
 
-use support::Site;
+use support::{ResponseExt, TestSite};
 
 fn ok(out: &std::process::Output) -> String {
     assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -12,7 +12,7 @@ fn ok(out: &std::process::Output) -> String {
 
 #[test]
 fn add_login_change_password_old_one_fails() {
-    let site = Site::new();
+    let site = TestSite::new();
     ok(&site.admin(&["user", "add", "alice", "--first", "Alice", "--last", "Liddell"], "wonderland\n"));
     let cookie = site.session_for("alice", "wonderland");
     assert!(site.index_with(&cookie).text().contains("Alice Liddell"));
@@ -25,7 +25,7 @@ fn add_login_change_password_old_one_fails() {
 
 #[test]
 fn add_keeps_other_users_and_their_unknown_fields() {
-    let site = Site::new();
+    let site = TestSite::new();
     let mut file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&site.users).unwrap()).unwrap();
     file["john"]["email"] = "john@example.org".into();
     file["john"]["groups"] = serde_json::json!(["staff"]);
@@ -42,7 +42,7 @@ fn add_keeps_other_users_and_their_unknown_fields() {
 
 #[test]
 fn add_refuses_an_existing_user_and_a_password_on_argv() {
-    let site = Site::new();
+    let site = TestSite::new();
     let dup = site.admin(&["user", "add", "John"], "x\n");
     assert!(!dup.status.success());
     assert!(String::from_utf8_lossy(&dup.stderr).contains("exists"));
@@ -56,7 +56,7 @@ fn add_refuses_an_existing_user_and_a_password_on_argv() {
 
 #[test]
 fn del_removes_the_user_and_ends_their_sessions() {
-    let site = Site::new();
+    let site = TestSite::new();
     let cookie = site.session_for("jane", "janepass");
     ok(&site.admin(&["user", "del", "jane"], ""));
     assert!(!site.index_with(&cookie).text().contains("Jane Doe"));
@@ -66,7 +66,7 @@ fn del_removes_the_user_and_ends_their_sessions() {
 
 #[test]
 fn user_list_shows_names_and_hash_kinds() {
-    let site = Site::new();
+    let site = TestSite::new();
     let list = ok(&site.admin(&["user", "list"], ""));
     assert!(list.contains("john\tJohn Smith\targon2id"), "{list}");
     assert!(list.contains("jane\tJane Doe\targon2id"), "{list}");
@@ -75,7 +75,7 @@ fn user_list_shows_names_and_hash_kinds() {
 
 #[test]
 fn hash_prints_a_verifiable_argon2id_string() {
-    let site = Site::new();
+    let site = TestSite::new();
     let hash = ok(&site.admin(&["hash"], "s3cret\n")).trim().to_string();
     assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
     let users = serde_json::json!({"eve": {"first": "Eve", "password": hash}});
@@ -85,7 +85,7 @@ fn hash_prints_a_verifiable_argon2id_string() {
 
 #[test]
 fn session_list_revoke_and_purge() {
-    let site = Site::new();
+    let site = TestSite::new();
     let john = site.session_for("john", "johnpass");
     let jane = site.session_for("jane", "janepass");
     let list = ok(&site.admin(&["session", "list"], ""));
@@ -101,7 +101,7 @@ fn session_list_revoke_and_purge() {
 
 #[test]
 fn purge_removes_idle_sessions() {
-    let mut site = Site::new();
+    let mut site = TestSite::new();
     site.session_for("john", "johnpass");
     std::thread::sleep(std::time::Duration::from_millis(2100));
     site.set("WEBAUTH_IDLE_TIMEOUT", "1");
@@ -111,7 +111,7 @@ fn purge_removes_idle_sessions() {
 
 #[test]
 fn unknown_commands_print_usage() {
-    let site = Site::new();
+    let site = TestSite::new();
     let out = site.admin(&["frobnicate"], "");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
@@ -119,7 +119,7 @@ fn unknown_commands_print_usage() {
 
 #[test]
 fn admin_commands_never_create_the_store() {
-    let site = Site::new();
+    let site = TestSite::new();
     for args in [&["session", "list"][..], &["session", "revoke", "john"], &["session", "purge"]] {
         ok(&site.admin(args, ""));
     }
@@ -130,7 +130,7 @@ fn admin_commands_never_create_the_store() {
 #[test]
 fn writing_the_users_file_keeps_its_owner_group_and_mode() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let site = Site::new();
+    let site = TestSite::new();
     std::fs::set_permissions(&site.users, std::fs::Permissions::from_mode(0o640)).unwrap();
     // As root (CI), hand the file to another owner the way a deployment does
     // (root:webauth); otherwise the owner is ours and must stay ours.
@@ -146,7 +146,7 @@ fn writing_the_users_file_keeps_its_owner_group_and_mode() {
 
 #[test]
 fn the_demo_serves_loopback_only() {
-    let site = Site::new();
+    let site = TestSite::new();
     let out = site.admin(&["serve", "--demo", "--listen", "0.0.0.0:0"], "");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback only"));

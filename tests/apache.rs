@@ -8,9 +8,9 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use support::web::{self, Processes};
+use support::{wait_until, ResponseExt, Server, STARTUP};
 
 fn temp_dir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("webauth-apache-").tempdir().expect("temp dir");
@@ -40,12 +40,12 @@ fn mod_cgi_serves_the_shared_host_bundle_at_a_sub_path_and_at_the_root() {
             www = www.display()
         );
         let conf = web::apache_conf(dir.path(), port, &["rewrite", "cgi"], &body);
-        let mut procs = Processes::default();
+        let mut procs = Processes::new();
         web::start_apache(&mut procs, dir.path(), port, &conf);
         web::login_flow(port, mount, &log(dir.path()));
         for private in ["data/users.json", "data/sessions.db", ".htaccess", "data/"] {
-            let got = web::http(port, "GET", &format!("{mount}{private}"), &[], b"");
-            assert_eq!(got.status, 403, "{mount}{private} is served: {}", got.body);
+            let got = web::get_or_post(port, "GET", &format!("{mount}{private}"), &[], b"");
+            assert_eq!(got.status, 403, "{mount}{private} is served: {}", got.text());
         }
         let modes = |p: &str| {
             use std::os::unix::fs::PermissionsExt;
@@ -85,7 +85,7 @@ fn fcgid_flow(mount: &str) {
     let body = format!("FcgidIPCDir {d}/fcgid\nFcgidProcessTableFile {d}/fcgid/table\n{recipe}", d = d.display());
     let port = web::free_port();
     let conf = web::apache_conf(d, port, &[], &body);
-    let mut procs = Processes::default();
+    let mut procs = Processes::new();
     web::start_apache(&mut procs, d, port, &conf);
     web::login_flow(port, mount, &log(d));
 }
@@ -104,21 +104,19 @@ fn proxy_fcgi_flow(mount: &str) {
     std::fs::create_dir(&run).expect("run dir");
     web::open_to_web_server(&run);
     let users = web::users_file(d);
-    let mut procs = Processes::default();
+    let mut procs = Processes::new();
     for p in ["index", "login", "logout"] {
         let socket = run.join(format!("{p}.sock"));
-        procs.spawn(
-            p,
-            Command::new(support::bin(p))
-                .arg("--listen")
-                .arg(&socket)
-                .args(["--workers", "1"])
-                .env_clear()
-                .env("WEBAUTH_USERS", &users)
-                .env("WEBAUTH_STORE", format!("sqlite:{}", d.join("sessions.db").display()))
-                .stderr(std::fs::File::create(d.join(format!("{p}.err"))).expect("stderr")),
-        );
-        web::wait_until(p, Duration::from_secs(10), || socket.exists());
+        let mut command = Command::new(support::bin(p));
+        command
+            .arg("--listen")
+            .arg(&socket)
+            .args(["--workers", "1"])
+            .env_clear()
+            .env("WEBAUTH_USERS", &users)
+            .env("WEBAUTH_STORE", format!("sqlite:{}", d.join("sessions.db").display()));
+        procs.push(Server::spawn(p, command, &d.join(format!("{p}.err"))));
+        wait_until(p, STARTUP, || socket.exists().then_some(()));
         // As systemd's SocketGroup=www-data would: Apache's user connects.
         if web::as_root() {
             let status = Command::new("chgrp").arg("www-data").arg(&socket).status().expect("chgrp");

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use support::{Reply, Req, Site};
+use support::{CgiReply, Req, ResponseExt, TestSite};
 
 /// (username, password, name shown on the user's page)
 const USERS: &[(&str, &str, &str, &str)] = &[
@@ -22,16 +22,25 @@ const USERS: &[(&str, &str, &str, &str)] = &[
     ("dave", "davepass", "Dave", "Bowman"),
 ];
 
-fn site_with_users() -> Site {
-    let site = Site::new();
+/// john and jane, and the other four users added to the users file.
+fn site_with_users() -> TestSite {
+    let site = TestSite::new();
+    let text = std::fs::read_to_string(&site.users).expect("read users");
+    let mut users: serde_json::Value = serde_json::from_str(&text).expect("users JSON");
     for (user, pass, first, last) in &USERS[2..] {
-        site.add_user(user, pass, first, last);
+        let hash = webauth::users::hash_password(pass).expect("hash");
+        users[user] = serde_json::json!({"first": first, "last": last, "password": hash});
     }
+    std::fs::write(&site.users, users.to_string()).expect("write users");
     site
 }
 
 fn login_req(user: &str, pass: &str) -> Req {
-    Req::json(&serde_json::json!({"username": user, "password": pass}))
+    Req::login(user, pass)
+}
+
+fn index_with(site: &TestSite, cookie: &str) -> CgiReply {
+    site.cgi("index", &Req::get().cookie(cookie))
 }
 
 /// Runs `jobs` through `f` on `threads` threads; the results in job order.
@@ -55,7 +64,7 @@ fn run_parallel<J: Sync, R: Send>(jobs: &[J], threads: usize, f: impl Fn(&J) -> 
 
 /// Problems with a reply that should have worked: a 5xx, or a store or other
 /// error on stderr.
-fn trouble(what: &str, reply: &Reply) -> Option<String> {
+fn trouble(what: &str, reply: &CgiReply) -> Option<String> {
     let bad_line =
         reply.stderr.lines().find(|l| l.contains("database is locked") || l.to_ascii_lowercase().contains("error"));
     if reply.status >= 500 || bad_line.is_some() {
@@ -93,7 +102,7 @@ fn two_hundred_parallel_logins_all_get_working_sessions() {
     distinct.dedup();
     assert_eq!(distinct.len(), 200, "every login has its own token");
 
-    let pages = run_parallel(&cookies, 8, |(_, cookie)| site.index_with(cookie));
+    let pages = run_parallel(&cookies, 8, |(_, cookie)| index_with(&site, cookie));
     for ((i, _), page) in cookies.iter().zip(&pages) {
         let (user, _, first, last) = USERS[i % USERS.len()];
         problems.extend(trouble(&format!("page {i} of {user}"), page));
@@ -112,7 +121,7 @@ fn two_hundred_parallel_logins_all_get_working_sessions() {
 /// Starts a login and SIGKILLs it after `delay` (argon2 verification takes
 /// tens of milliseconds, so most die mid-request; some inside a store write).
 /// Returns whether it was still running when killed.
-fn kill_login_after(site: &Site, req: &Req, delay: Duration, declared: Option<usize>) -> bool {
+fn kill_login_after(site: &TestSite, req: &Req, delay: Duration, declared: Option<usize>) -> bool {
     let mut cmd = site.cgi_command("login", req);
     if let Some(n) = declared {
         cmd.env("CONTENT_LENGTH", n.to_string());
@@ -138,7 +147,14 @@ fn kill_login_after(site: &Site, req: &Req, delay: Duration, declared: Option<us
 fn logins_killed_mid_request_leave_the_store_usable() {
     let site = site_with_users();
     // The store exists and has sessions before the carnage.
-    let before: Vec<String> = USERS.iter().map(|(u, p, _, _)| site.session_for(u, p)).collect();
+    let before: Vec<String> = USERS
+        .iter()
+        .map(|(u, p, _, _)| {
+            let reply = site.cgi("login", &login_req(u, p));
+            assert_eq!(reply.status, 200, "login as {u} failed: {}", reply.text());
+            reply.cookie().expect("a session cookie")
+        })
+        .collect();
 
     let delays_ms = [0u64, 1, 2, 3, 5, 5, 8, 12, 20, 30];
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -191,7 +207,7 @@ fn logins_killed_mid_request_leave_the_store_usable() {
             continue;
         };
         for (what, c) in [("new", &cookie), ("old", old)] {
-            let page = site.index_with(c);
+            let page = index_with(&site, c);
             problems.extend(trouble(&format!("{what} page of {user}"), &page));
             if page.status != 200 || !page.text().contains(&format!("{first} {last}")) {
                 problems.push(format!("{what} page of {user}: status {}", page.status));

@@ -1,11 +1,14 @@
 //! Cross-origin protection of the unsafe routes (login and logout POST), as a
 //! browser and the web servers really send the headers: `Sec-Fetch-Site`,
 //! `Origin`, and `HTTP_HOST` with or without the port (SPEC.md, "Errors that
-//! every route shares" and "What the web servers really pass").
+//! every route shares" and "What the web servers really pass"). The table
+//! runs in process; one test runs its refusals through the CGI program to
+//! read stderr.
 
 mod support;
 
-use support::{Reply, Req, Site};
+use support::{Req, ResponseExt, TestSite};
+use webauth::Response;
 
 struct Case {
     name: &'static str,
@@ -94,11 +97,11 @@ fn with_vars(mut req: Req, vars: &[(&str, &str)]) -> Req {
 }
 
 fn login_req() -> Req {
-    Req::json(&serde_json::json!({"username": "john", "password": "johnpass"}))
+    Req::login("john", "johnpass")
 }
 
 /// What is wrong with a refusal: it must be a JSON 403 (for a JSON request) and set no cookie.
-fn refusal_problems(reply: &Reply, json: bool) -> Vec<String> {
+fn refusal_problems(reply: &Response, json: bool) -> Vec<String> {
     let mut problems = Vec::new();
     if reply.status != 403 {
         problems.push(format!("status {} (want 403)", reply.status));
@@ -120,10 +123,10 @@ fn refusal_problems(reply: &Reply, json: bool) -> Vec<String> {
 
 #[test]
 fn login_is_allowed_or_refused_by_origin() {
-    let site = Site::new();
+    let site = TestSite::new();
     let mut failures = Vec::new();
     for c in CASES {
-        let reply = site.cgi("login", &with_vars(login_req(), c.vars));
+        let reply = site.call("login", &with_vars(login_req(), c.vars));
         let problems = if c.allowed {
             let mut p = Vec::new();
             if reply.status != 200 {
@@ -134,11 +137,7 @@ fn login_is_allowed_or_refused_by_origin() {
             }
             p
         } else {
-            let mut p = refusal_problems(&reply, true);
-            if reply.stderr.contains("login success") {
-                p.push("a refused request logged in".into());
-            }
-            p
+            refusal_problems(&reply, true)
         };
         if !problems.is_empty() {
             failures.push(format!("{}: {}", c.name, problems.join("; ")));
@@ -149,11 +148,11 @@ fn login_is_allowed_or_refused_by_origin() {
 
 #[test]
 fn logout_is_allowed_or_refused_by_origin() {
-    let site = Site::new();
+    let site = TestSite::new();
     let mut failures = Vec::new();
     for c in CASES {
         let cookie = site.session_for("jane", "janepass");
-        let reply = site.cgi("logout", &with_vars(Req::json(&serde_json::json!({})).cookie(&cookie), c.vars));
+        let reply = site.call("logout", &with_vars(Req::json(&serde_json::json!({})).cookie(&cookie), c.vars));
         let alive = site.index_with(&cookie).text().contains("Jane Doe");
         let mut problems = Vec::new();
         if c.allowed {
@@ -178,8 +177,8 @@ fn logout_is_allowed_or_refused_by_origin() {
 
 #[test]
 fn a_refused_form_login_gets_an_html_403() {
-    let site = Site::new();
-    let reply = site.cgi(
+    let site = TestSite::new();
+    let reply = site.call(
         "login",
         &Req::form("username=john&password=johnpass")
             .var("HTTP_SEC_FETCH_SITE", "cross-site")
@@ -194,11 +193,11 @@ fn a_refused_form_login_gets_an_html_403() {
 fn a_refused_cross_site_login_with_a_session_cookie_does_not_touch_it() {
     // A cross-site POST carrying the victim's cookie (SameSite=Lax keeps it off
     // real cross-site POSTs, but older browsers sent it): the session lives on.
-    let site = Site::new();
+    let site = TestSite::new();
     let cookie = site.session_for("john", "johnpass");
-    let reply = site.cgi(
+    let reply = site.call(
         "login",
-        &Req::json(&serde_json::json!({"username": "jane", "password": "janepass"}))
+        &Req::login("jane", "janepass")
             .cookie(&cookie)
             .var("HTTP_SEC_FETCH_SITE", "cross-site")
             .var("HTTP_ORIGIN", "http://evil.test"),
@@ -210,9 +209,27 @@ fn a_refused_cross_site_login_with_a_session_cookie_does_not_touch_it() {
 #[test]
 fn cross_site_get_still_shows_the_page() {
     // GET is safe: a link from another site to the login page must work.
-    let site = Site::new();
+    let site = TestSite::new();
     let reply =
-        site.cgi("index", &Req::get().var("HTTP_SEC_FETCH_SITE", "cross-site").var("HTTP_ORIGIN", "http://evil.test"));
+        site.call("index", &Req::get().var("HTTP_SEC_FETCH_SITE", "cross-site").var("HTTP_ORIGIN", "http://evil.test"));
     assert_eq!(reply.status, 200);
     assert!(reply.text().contains("name=\"password\""));
+}
+
+#[test]
+fn a_refused_login_through_cgi_writes_no_login_success() {
+    // The audit side of the table above: stderr needs the real program.
+    let site = TestSite::new();
+    let mut failures = Vec::new();
+    for c in CASES.iter().filter(|c| !c.allowed) {
+        let reply = site.cgi("login", &with_vars(login_req(), c.vars));
+        let mut problems = refusal_problems(&reply, true);
+        if reply.stderr.contains("login success") {
+            problems.push("a refused request logged in".into());
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{}: {}", c.name, problems.join("; ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

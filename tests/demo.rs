@@ -2,77 +2,55 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Sends one HTTP/1.0 request and returns (status, headers, body).
-fn http(addr: &str, request: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the demo");
-    s.write_all(request.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head[9..12].parse().unwrap();
-    (status, head.to_string(), body.to_string())
-}
+use support::{http, ResponseExt, Server};
 
 #[test]
 fn demo_serves_the_login_flow_on_loopback() {
-    let mut child = Command::new(support::bin("webauth"))
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+    let logs = support::temp_dir();
+    let mut cmd = Command::new(support::bin("webauth"));
+    cmd.args(["serve", "--demo", "--listen", "127.0.0.1:0"])
         .env_remove("WEBAUTH_USERS")
         .env_remove("WEBAUTH_STORE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the demo");
+        .stdout(Stdio::piped());
+    let mut demo = Server::spawn("the demo", cmd, &logs.path().join("demo.err"));
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    let _demo = Demo(child);
+    BufReader::new(demo.child.stdout.take().expect("stdout")).read_line(&mut first).unwrap();
     let url = first.split_whitespace().find(|w| w.starts_with("http://")).expect("the demo prints its URL");
     let addr = url.trim_start_matches("http://").trim_end_matches('/').to_string();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let host = [("Host", addr.as_str())];
 
-    let (status, _, page) = http(&addr, &format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n"));
-    assert_eq!(status, 200);
-    assert!(page.contains("name=\"password\""));
+    let page = http(&addr, "GET", "/", &host, "");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("name=\"password\""));
 
-    let body = r#"{"username":"john","password":"johnpass"}"#;
-    let login = format!(
-        "POST /login HTTP/1.0\r\nHost: {addr}\r\nOrigin: http://{addr}\r\nSec-Fetch-Site: same-origin\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let (status, head, body) = http(&addr, &login);
-    assert_eq!(status, 200, "{head}\n{body}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["success"], true);
-    let cookie = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Set-Cookie: "))
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_string();
+    let origin = format!("http://{addr}");
+    let json = [
+        ("Host", addr.as_str()),
+        ("Origin", origin.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Content-Type", "application/json"),
+    ];
+    let login = http(&addr, "POST", "/login", &json, r#"{"username":"john","password":"johnpass"}"#);
+    assert_eq!(login.status, 200, "{login:?}");
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&login.body).unwrap()["success"], true);
+    let cookie = login.header("Set-Cookie").and_then(|c| c.split(';').next()).expect("a session cookie").to_string();
 
-    let (_, _, page) = http(&addr, &format!("GET / HTTP/1.0\r\nHost: {addr}\r\nCookie: {cookie}\r\n\r\n"));
-    assert!(page.contains("John Smith"), "{page}");
+    let page = http(&addr, "GET", "/", &[("Host", addr.as_str()), ("Cookie", cookie.as_str())], "");
+    assert!(page.text().contains("John Smith"), "{}", page.text());
 
-    let wrong = r#"{"username":"jane","password":"nope"}"#;
-    let (status, _, _) = http(
-        &addr,
-        &format!(
-            "POST /login HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{wrong}",
-            wrong.len()
-        ),
-    );
-    assert_eq!(status, 401);
+    let plain_json = [("Host", addr.as_str()), ("Content-Type", "application/json")];
+    let wrong = http(&addr, "POST", "/login", &plain_json, r#"{"username":"jane","password":"nope"}"#);
+    assert_eq!(wrong.status, 401);
+
+    // The demo keeps its users and store in a directory of its own, and
+    // removes it when it stops (SIGTERM here, Ctrl-C at a terminal).
+    drop(demo);
+    let log = std::fs::read_to_string(logs.path().join("demo.err")).unwrap_or_default();
+    let dir = log.lines().find_map(|l| l.strip_prefix("webauth: demo files in ")).expect("the demo names its files");
+    assert!(dir.contains("webauth-demo-"), "{dir}");
+    assert!(!std::path::Path::new(dir).exists(), "the demo left {dir} behind");
 }

@@ -2,21 +2,37 @@
 //! handler panic, an unusable store, a broken template, a bad users file or
 //! configuration. Each is a `500` or `503` with a plain message, its cause on
 //! stderr, and nothing of the server's insides (stack trace, paths) in the body.
+//! Every case reads stderr, so every case runs the real program as CGI.
 
 mod support;
 
 use std::path::Path;
 
-use support::{leaked_internals, running_as_root, Reply, Req, Site};
+use support::{leaked_internals, running_as_root, CgiReply, Req, ResponseExt, TestSite};
 
 fn login_req() -> Req {
-    Req::json(&serde_json::json!({"username": "john", "password": "johnpass"}))
+    Req::login("john", "johnpass")
+}
+
+fn login_json(site: &TestSite, username: &str, password: &str) -> CgiReply {
+    site.cgi("login", &Req::login(username, password))
+}
+
+fn index_with(site: &TestSite, cookie: &str) -> CgiReply {
+    site.cgi("index", &Req::get().cookie(cookie))
+}
+
+/// Logs in through the CGI program; the `name=value` cookie pair.
+fn session_for(site: &TestSite, username: &str, password: &str) -> String {
+    let reply = login_json(site, username, password);
+    assert_eq!(reply.status, 200, "login as {username} failed: {}", reply.text());
+    reply.cookie().expect("a session cookie")
 }
 
 /// The promises every fault reply keeps: its status, no session cookie, no
 /// stack trace or server path in the body, JSON for a JSON request and HTML
 /// otherwise, and a `webauth: error:` line on stderr.
-fn assert_fault(site: &Site, reply: &Reply, status: u16, json: bool, what: &str) {
+fn assert_fault(site: &TestSite, reply: &CgiReply, status: u16, json: bool, what: &str) {
     assert_eq!(reply.status, status, "{what}: {} / stderr {}", reply.text(), reply.stderr);
     assert!(reply.cookie().is_none(), "{what}: a session cookie on a fault");
     if let Some(marker) = leaked_internals(reply) {
@@ -41,7 +57,7 @@ fn assert_fault(site: &Site, reply: &Reply, status: u16, json: bool, what: &str)
 
 #[test]
 fn a_handler_panic_is_a_500_and_one_line_on_stderr() {
-    let site = Site::new();
+    let site = TestSite::new();
     let cases = [
         ("GET / (page)", "index", Req::get(), false),
         ("JSON login", "login", login_req(), true),
@@ -61,20 +77,20 @@ fn a_handler_panic_is_a_500_and_one_line_on_stderr() {
         assert!(!reply.stderr.contains("login success"), "{what}: the panic came before any login");
     }
     // Without the trigger the same site works.
-    assert_eq!(site.login_json("john", "johnpass").status, 200);
+    assert_eq!(login_json(&site, "john", "johnpass").status, 200);
 }
 
 #[test]
 fn a_store_in_a_missing_directory_is_503() {
-    let mut site = Site::new();
+    let mut site = TestSite::new();
     let path = site.dir.path().join("no-such-dir").join("sessions.db");
-    let cookie = site.session_for("john", "johnpass");
+    let cookie = session_for(&site, "john", "johnpass");
     site.set("WEBAUTH_STORE", &format!("sqlite:{}", path.display()));
-    let login = site.login_json("john", "johnpass");
+    let login = login_json(&site, "john", "johnpass");
     assert_fault(&site, &login, 503, true, "JSON login");
     assert!(login.header("Retry-After").is_some_and(|r| r.parse::<u32>().is_ok_and(|n| n > 0)), "{login:?}");
     assert!(login.stderr.contains("session store"), "{}", login.stderr);
-    let page = site.index_with(&cookie);
+    let page = index_with(&site, &cookie);
     assert_fault(&site, &page, 503, false, "GET / with a session cookie");
     assert!(page.header("Retry-After").is_some());
     assert!(!path.parent().unwrap().exists(), "the programs do not create the directory");
@@ -82,30 +98,30 @@ fn a_store_in_a_missing_directory_is_503() {
 
 #[test]
 fn a_store_file_that_is_not_a_database_is_503() {
-    let site = Site::new();
+    let site = TestSite::new();
     std::fs::write(&site.store, b"this is not an SQLite database, just some bytes\0\x01\x02".repeat(200)).unwrap();
-    let login = site.login_json("john", "johnpass");
+    let login = login_json(&site, "john", "johnpass");
     assert_fault(&site, &login, 503, true, "JSON login");
     assert!(login.header("Retry-After").is_some());
     assert!(login.stderr.contains("not a database"), "{}", login.stderr);
     let form = site.cgi("login", &Req::form("username=john&password=johnpass"));
     assert_fault(&site, &form, 503, false, "form login");
-    let page = site.index_with(&format!("webauth={}", "A".repeat(43)));
+    let page = index_with(&site, &format!("webauth={}", "A".repeat(43)));
     assert_fault(&site, &page, 503, false, "GET / with a cookie");
 }
 
 #[test]
 fn a_store_path_that_is_a_directory_is_503() {
-    let site = Site::new();
+    let site = TestSite::new();
     std::fs::create_dir(&site.store).unwrap();
-    let login = site.login_json("john", "johnpass");
+    let login = login_json(&site, "john", "johnpass");
     assert_fault(&site, &login, 503, true, "JSON login");
     assert!(login.header("Retry-After").is_some());
 }
 
 /// Runs a CGI request as an unprivileged user when the tests run as root, so
 /// that file modes apply (root writes through `chmod 0444`).
-fn cgi_as_unprivileged(site: &Site, program: &str, req: &Req) -> Reply {
+fn cgi_as_unprivileged(site: &TestSite, program: &str, req: &Req) -> CgiReply {
     let mut cmd = site.cgi_command(program, req);
     if running_as_root() {
         use std::os::unix::process::CommandExt;
@@ -132,7 +148,7 @@ impl Drop for Restore<'_> {
 
 #[test]
 fn a_read_only_store_is_503_with_retry_after() {
-    let mut site = Site::new();
+    let mut site = TestSite::new();
     let dir = site.dir.path().join("store");
     std::fs::create_dir(&dir).unwrap();
     let db = dir.join("sessions.db");
@@ -140,7 +156,7 @@ fn a_read_only_store_is_503_with_retry_after() {
     // The unprivileged user (when root) must read the users file and reach the store.
     chmod(site.dir.path(), 0o755);
     chmod(&site.users, 0o644);
-    let cookie = site.session_for("john", "johnpass");
+    let cookie = session_for(&site, "john", "johnpass");
     assert!(db.exists());
     let _restore = Restore(&dir, &db);
 
@@ -170,12 +186,12 @@ fn a_read_only_store_is_503_with_retry_after() {
         }
     }
     // Writable again: the same store works, and the session survived.
-    assert!(site.index_with(&cookie).text().contains("John Smith"));
-    assert_eq!(site.login_json("jane", "janepass").status, 200);
+    assert!(index_with(&site, &cookie).text().contains("John Smith"));
+    assert_eq!(login_json(&site, "jane", "janepass").status, 200);
 }
 
-fn site_with_templates(files: &[(&str, &str)]) -> Site {
-    let mut site = Site::new();
+fn site_with_templates(files: &[(&str, &str)]) -> TestSite {
+    let mut site = TestSite::new();
     let dir = site.dir.path().join("templates");
     std::fs::create_dir(&dir).unwrap();
     for (name, text) in files {
@@ -195,14 +211,14 @@ fn a_broken_login_template_is_a_500_fallback_page() {
     let form = site.cgi("login", &Req::form("username=john&password=wrong"));
     assert_fault(&site, &form, 500, false, "failed form login with a broken login.html");
     // JSON logins need no template.
-    assert_eq!(site.login_json("john", "johnpass").status, 200);
+    assert_eq!(login_json(&site, "john", "johnpass").status, 200);
 }
 
 #[test]
 fn a_broken_user_template_is_a_500_fallback_page() {
     let site = site_with_templates(&[("user.html", "Hello {{ user.first | no_such_filter }}")]);
-    let cookie = site.session_for("john", "johnpass");
-    let page = site.index_with(&cookie);
+    let cookie = session_for(&site, "john", "johnpass");
+    let page = index_with(&site, &cookie);
     assert_fault(&site, &page, 500, false, "GET / with a broken user.html");
     assert!(page.stderr.contains("template error"), "{}", page.stderr);
 }
@@ -218,7 +234,7 @@ fn a_broken_error_template_still_gives_the_status_with_a_plain_page() {
 
 #[test]
 fn a_plaintext_password_in_the_users_file_is_500_naming_the_user() {
-    let site = Site::new();
+    let site = TestSite::new();
     let jane = webauth::users::hash_password("janepass").unwrap();
     let users = serde_json::json!({
         "jane": {"first": "Jane", "password": jane},
@@ -226,7 +242,7 @@ fn a_plaintext_password_in_the_users_file_is_500_naming_the_user() {
     });
     std::fs::write(&site.users, users.to_string()).unwrap();
     for (what, reply, json) in [
-        ("JSON login", site.login_json("jane", "janepass"), true),
+        ("JSON login", login_json(&site, "jane", "janepass"), true),
         ("form login", site.cgi("login", &Req::form("username=jane&password=janepass")), false),
     ] {
         assert_fault(&site, &reply, 500, json, what);
@@ -238,25 +254,25 @@ fn a_plaintext_password_in_the_users_file_is_500_naming_the_user() {
 
 #[test]
 fn an_unparsable_password_hash_is_500_naming_the_user() {
-    let site = Site::new();
+    let site = TestSite::new();
     std::fs::write(&site.users, r#"{"john": {"first": "John", "password": "$argon2id$garbage"}}"#).unwrap();
-    let reply = site.login_json("john", "johnpass");
+    let reply = login_json(&site, "john", "johnpass");
     assert_fault(&site, &reply, 500, true, "JSON login");
     assert!(reply.stderr.contains("\"john\""), "{}", reply.stderr);
 }
 
 #[test]
 fn a_users_file_that_is_not_json_is_500() {
-    let site = Site::new();
+    let site = TestSite::new();
     std::fs::write(&site.users, "{\"john\": ").unwrap();
-    let cookie_free = site.login_json("john", "johnpass");
+    let cookie_free = login_json(&site, "john", "johnpass");
     assert_fault(&site, &cookie_free, 500, true, "JSON login");
     assert!(cookie_free.stderr.contains("users file"), "{}", cookie_free.stderr);
 }
 
 #[test]
 fn a_bad_configuration_value_is_500_naming_the_variable() {
-    let site = Site::with_env(&[("WEBAUTH_IDLE_TIMEOUT", "soon")]);
+    let site = TestSite::with_env(&[("WEBAUTH_IDLE_TIMEOUT", "soon")]);
     let page = site.cgi("index", &Req::get());
     assert_fault(&site, &page, 500, false, "GET / with WEBAUTH_IDLE_TIMEOUT=soon");
     assert!(page.stderr.contains("WEBAUTH_IDLE_TIMEOUT"), "{}", page.stderr);
@@ -265,7 +281,7 @@ fn a_bad_configuration_value_is_500_naming_the_variable() {
 #[test]
 fn logins_beyond_the_verification_slots_wait_then_get_503() {
     use std::os::fd::AsRawFd;
-    let site = Site::with_env(&[("WEBAUTH_MAX_VERIFICATIONS", "1")]);
+    let site = TestSite::with_env(&[("WEBAUTH_MAX_VERIFICATIONS", "1")]);
     // Hold the host's only slot, as a login in another process would.
     let slot = std::fs::OpenOptions::new()
         .read(true)
@@ -275,11 +291,11 @@ fn logins_beyond_the_verification_slots_wait_then_get_503() {
         .open(site.dir.path().join(".webauth-verify.0"))
         .unwrap();
     assert_eq!(unsafe { libc::flock(slot.as_raw_fd(), libc::LOCK_EX) }, 0);
-    let busy = site.login_json("john", "johnpass");
+    let busy = login_json(&site, "john", "johnpass");
     assert_eq!(busy.status, 503);
     assert_eq!(busy.header("Retry-After"), Some("1"));
     assert!(busy.cookie().is_none());
     assert!(busy.stderr.contains("verification slots busy"), "{}", busy.stderr);
     drop(slot);
-    assert_eq!(site.login_json("john", "johnpass").status, 200, "a freed slot lets logins through");
+    assert_eq!(login_json(&site, "john", "johnpass").status, 200, "a freed slot lets logins through");
 }

@@ -5,9 +5,9 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use support::web::{self, Processes};
+use support::{wait_until, Server, STARTUP};
 
 fn log(dir: &Path) -> impl Fn() -> String + '_ {
     move || {
@@ -25,18 +25,11 @@ fn nginx_and_fcgiwrap_run_the_programs_as_cgi() {
         let lib = Path::new(support::bin("index")).parent().expect("the programs' folder");
         let users = web::users_file(d);
         let socket = d.join("fcgiwrap.sock");
-        let mut procs = Processes::default();
-        procs.spawn(
-            "fcgiwrap",
-            Command::new(web::FCGIWRAP)
-                .arg("-c")
-                .arg("2")
-                .arg("-s")
-                .arg(format!("unix:{}", socket.display()))
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(d.join("fcgiwrap.stderr")).expect("stderr")),
-        );
-        web::wait_until("fcgiwrap", Duration::from_secs(10), || socket.exists());
+        let mut procs = Processes::new();
+        let mut command = Command::new(web::FCGIWRAP);
+        command.arg("-c").arg("2").arg("-s").arg(format!("unix:{}", socket.display())).stdout(Stdio::null());
+        procs.push(Server::spawn("fcgiwrap", command, &d.join("fcgiwrap.stderr")));
+        wait_until("fcgiwrap", STARTUP, || socket.exists().then_some(()));
         let port = web::free_port();
         let recipe = web::recipe("nginx/fcgiwrap.conf");
         let recipe = web::fill(&recipe, "listen 80;", &format!("listen 127.0.0.1:{port};"));

@@ -5,34 +5,20 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use support::TempDir;
+use support::{http, wait_until, ResponseExt, Server, TestSite, STARTUP};
+use webauth::Response;
 
 const NGINX: &str = "/usr/sbin/nginx";
 
+/// The three programs and nginx in front of them, on one site; stopped when dropped.
 struct Stack {
-    dir: TempDir,
+    servers: Vec<Server>,
     port: u16,
-    children: Vec<Child>,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        support::stop(&mut self.children);
-    }
-}
-
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what} did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    site: TestSite,
 }
 
 /// deploy/nginx/webauth.conf with its port, socket paths and server name
@@ -57,74 +43,45 @@ fn nginx_conf(dir: &Path, port: u16) -> String {
 
 fn start() -> Stack {
     assert!(Path::new(NGINX).exists(), "nginx is needed: scripts/test installs Debian's nginx-light");
-    let dir = TempDir::new("nginx");
-    let d = dir.path();
-    std::fs::write(d.join("users.json"), support::demo_users_json()).unwrap();
+    let site = TestSite::new();
+    let d = site.dir.path();
     std::fs::copy("/etc/nginx/fastcgi_params", d.join("fastcgi_params")).expect("Debian's fastcgi_params");
-    let mut children = Vec::new();
+    let mut servers = Vec::new();
     for program in ["index", "login", "logout"] {
         let socket = d.join(format!("{program}.sock"));
-        children.push(
-            Command::new(support::bin(program))
-                .arg("--listen")
-                .arg(&socket)
-                .args(["--workers", "1"])
-                .env_clear()
-                .env("WEBAUTH_USERS", d.join("users.json"))
-                .env("WEBAUTH_STORE", format!("sqlite:{}", d.join("sessions.db").display()))
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(d.join(format!("{program}.err"))).unwrap())
-                .spawn()
-                .expect("start a program"),
-        );
-        wait_until(program, || std::os::unix::net::UnixStream::connect(&socket).is_ok());
+        let mut cmd = Command::new(support::bin(program));
+        cmd.arg("--listen")
+            .arg(&socket)
+            .args(["--workers", "1"])
+            .env_clear()
+            .envs(site.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null());
+        servers.push(Server::spawn(program, cmd, &d.join(format!("{program}.err"))));
+        wait_until(program, STARTUP, || std::os::unix::net::UnixStream::connect(&socket).ok());
     }
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     std::fs::write(d.join("nginx.conf"), nginx_conf(d, port)).unwrap();
-    children.push(
-        Command::new(NGINX)
-            .arg("-p")
-            .arg(d)
-            .arg("-c")
-            .arg(d.join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("nginx.stderr")).unwrap())
-            .spawn()
-            .expect("start nginx"),
-    );
-    wait_until("nginx", || TcpStream::connect(("127.0.0.1", port)).is_ok());
-    Stack { dir, port, children }
+    let mut cmd = Command::new(NGINX);
+    cmd.arg("-p").arg(d).arg("-c").arg(d.join("nginx.conf")).stdout(Stdio::null());
+    servers.push(Server::spawn("nginx", cmd, &d.join("nginx.stderr")));
+    wait_until("nginx", STARTUP, || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    Stack { servers, port, site }
 }
 
-struct Http {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Http {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
+impl Stack {
+    /// What the programs and nginx wrote to stderr, and nginx's error log.
+    fn logs(&self) -> String {
+        let error_log = std::fs::read_to_string(self.site.dir.path().join("error.log")).unwrap_or_default();
+        self.servers.iter().map(|s| format!("{}: {}\n", s.name, s.stderr())).collect::<String>() + &error_log
     }
-}
 
-/// One HTTP/1.0 request as a same-origin browser on this port sends it.
-fn http(stack: &Stack, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Http {
-    let mut s = TcpStream::connect(("127.0.0.1", stack.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: localhost:{}\r\n", stack.port);
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+    /// One request as a same-origin browser on this port sends it.
+    fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+        let host = format!("localhost:{}", self.port);
+        let mut all = vec![("Host", host.as_str())];
+        all.extend_from_slice(headers);
+        http(&format!("127.0.0.1:{}", self.port), method, path, &all, body)
     }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    Http { status: head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0), head: head.into(), body: body.into() }
 }
 
 #[test]
@@ -133,43 +90,36 @@ fn the_nginx_recipe_serves_the_login_flow() {
     let origin = format!("http://localhost:{}", stack.port);
     let browser = [("Origin", origin.as_str()), ("Sec-Fetch-Site", "same-origin")];
 
-    let page = http(&stack, "GET", "/", &[], "");
-    assert_eq!(
-        page.status,
-        200,
-        "{}\n{}",
-        page.head,
-        std::fs::read_to_string(stack.dir.path().join("error.log")).unwrap_or_default()
-    );
-    assert!(page.body.contains("name=\"password\""));
+    let page = stack.http("GET", "/", &[], "");
+    assert_eq!(page.status, 200, "{page:?}\n{}", stack.logs());
+    assert!(page.text().contains("name=\"password\""));
 
     // nginx's fastcgi_params sends HTTP_HOST without the port: the Origin
     // (with port 8080-style) must still count as same-origin.
     let json = [("Content-Type", "application/json"), ("Origin", origin.as_str())];
-    let wrong = http(&stack, "POST", "/login", &json, r#"{"username":"john","password":"nope"}"#);
-    assert_eq!(wrong.status, 401, "{}", wrong.body);
-    let ok = http(&stack, "POST", "/login", &json, r#"{"username":"john","password":"johnpass"}"#);
-    assert_eq!(ok.status, 200, "{}", ok.body);
+    let wrong = stack.http("POST", "/login", &json, r#"{"username":"john","password":"nope"}"#);
+    assert_eq!(wrong.status, 401, "{}", wrong.text());
+    let ok = stack.http("POST", "/login", &json, r#"{"username":"john","password":"johnpass"}"#);
+    assert_eq!(ok.status, 200, "{}", ok.text());
     let cookie = ok.header("Set-Cookie").unwrap().split(';').next().unwrap().to_string();
 
     let mut form = browser.to_vec();
     form.push(("Content-Type", "application/x-www-form-urlencoded"));
-    let jane = http(&stack, "POST", "/login", &form, "username=jane&password=janepass");
+    let jane = stack.http("POST", "/login", &form, "username=jane&password=janepass");
     assert_eq!(jane.status, 303);
     assert_eq!(jane.header("Location"), Some("/"));
 
-    let mine = http(&stack, "GET", "/", &[("Cookie", &cookie)], "");
-    assert!(mine.body.contains("John Smith"), "{}", mine.body);
+    let mine = stack.http("GET", "/", &[("Cookie", &cookie)], "");
+    assert!(mine.text().contains("John Smith"), "{}", mine.text());
 
     let mut logout = form.clone();
     logout.push(("Cookie", &cookie));
-    let out = http(&stack, "POST", "/logout", &logout, "");
+    let out = stack.http("POST", "/logout", &logout, "");
     assert_eq!(out.status, 303);
-    let after = http(&stack, "GET", "/", &[("Cookie", &cookie)], "");
-    assert!(!after.body.contains("John Smith"), "the old cookie is refused");
+    let after = stack.http("GET", "/", &[("Cookie", &cookie)], "");
+    assert!(!after.text().contains("John Smith"), "the old cookie is refused");
 
-    let cross = http(
-        &stack,
+    let cross = stack.http(
         "POST",
         "/login",
         &[("Content-Type", "application/json"), ("Origin", "http://evil.test")],
@@ -178,6 +128,6 @@ fn the_nginx_recipe_serves_the_login_flow() {
     assert_eq!(cross.status, 403);
 
     let huge = "x".repeat(100 * 1024);
-    let big = http(&stack, "POST", "/login", &form, &huge);
+    let big = stack.http("POST", "/login", &form, &huge);
     assert_eq!(big.status, 413, "nginx refuses it first (client_max_body_size)");
 }

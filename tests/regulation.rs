@@ -1,30 +1,37 @@
-//! Brute-force regulation through the real login program: failures counted
-//! across CGI processes in the store, bans with `Retry-After`, and the audit
-//! lines on stderr (SPEC.md, "Errors that every route shares": too many failed
-//! logins per user and per client address is `429`).
+//! Brute-force regulation (SPEC.md, "Errors that every route shares": too
+//! many failed logins per user and per client address is `429`): counts,
+//! bans and `Retry-After` in process; the audit lines on stderr and attempts
+//! racing in parallel processes through the real login program as CGI.
 
 mod support;
 
 use std::time::Duration;
 
-use support::{Reply, Req, Site};
+use support::{CgiReply, Req, ResponseExt, TestSite};
+use webauth::Response;
 
 const WRONG: &str = "Wr0ng-Guess-7731";
 const ATTACKER: &str = "203.0.113.66";
 const JOHN_HOME: &str = "192.0.2.10";
 
-fn attempt(site: &Site, username: &str, password: &str, addr: &str) -> Reply {
-    site.cgi("login", &Req::json(&serde_json::json!({"username": username, "password": password})).remote(addr))
+/// A JSON login from `addr`, in process.
+fn attempt(site: &TestSite, username: &str, password: &str, addr: &str) -> Response {
+    site.call("login", &Req::login(username, password).remote(addr))
+}
+
+/// The same through the real login program, for its stderr.
+fn attempt_cgi(site: &TestSite, username: &str, password: &str, addr: &str) -> CgiReply {
+    site.cgi("login", &Req::login(username, password).remote(addr))
 }
 
 /// A site with a long ban (so it cannot lapse mid-test) and these extra variables.
-fn site(extra: &[(&str, &str)]) -> Site {
+fn site(extra: &[(&str, &str)]) -> TestSite {
     let mut env = vec![("WEBAUTH_BAN_TIME", "60"), ("WEBAUTH_FAILURE_WINDOW", "60")];
     env.extend_from_slice(extra);
-    Site::with_env(&env)
+    TestSite::with_env(&env)
 }
 
-fn assert_banned(reply: &Reply, ban_time: i64, what: &str) {
+fn assert_banned(reply: &Response, ban_time: i64, what: &str) {
     assert_eq!(reply.status, 429, "{what}: {}", reply.text());
     let retry = reply.header("Retry-After").unwrap_or_else(|| panic!("{what}: no Retry-After"));
     let seconds: i64 = retry.parse().unwrap_or_else(|_| panic!("{what}: Retry-After {retry:?} is not an integer"));
@@ -49,7 +56,7 @@ fn during_a_ban_the_right_password_is_refused() {
     for _ in 0..5 {
         assert_eq!(attempt(&site, "john", WRONG, JOHN_HOME).status, 401);
     }
-    let reply = attempt(&site, "john", "johnpass", JOHN_HOME);
+    let reply = attempt_cgi(&site, "john", "johnpass", JOHN_HOME);
     assert_banned(&reply, 60, "right password during the ban");
     assert!(!reply.stderr.contains("login success"), "{}", reply.stderr);
     // The form path is refused the same way, with a page and no cookie.
@@ -71,7 +78,7 @@ fn unknown_usernames_are_counted_the_same() {
 
 #[test]
 fn the_ban_lapses_after_its_time() {
-    let site = Site::with_env(&[("WEBAUTH_BAN_TIME", "3"), ("WEBAUTH_FAILURE_WINDOW", "60")]);
+    let site = TestSite::with_env(&[("WEBAUTH_BAN_TIME", "3"), ("WEBAUTH_FAILURE_WINDOW", "60")]);
     for _ in 0..5 {
         assert_eq!(attempt(&site, "john", WRONG, JOHN_HOME).status, 401);
     }
@@ -144,14 +151,14 @@ fn the_lookup_normalizes_the_username_too() {
 
 /// Runs the whole story (failures, the ban, a banned attempt, a success
 /// elsewhere) and returns every stderr line.
-fn audit_story(site: &Site) -> Vec<String> {
+fn audit_story(site: &TestSite) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut keep = |r: Reply| lines.extend(r.stderr.lines().map(str::to_string));
+    let mut keep = |r: CgiReply| lines.extend(r.stderr.lines().map(str::to_string));
     for _ in 0..5 {
-        keep(attempt(site, "john", WRONG, ATTACKER));
+        keep(attempt_cgi(site, "john", WRONG, ATTACKER));
     }
-    keep(attempt(site, "john", "johnpass", ATTACKER));
-    keep(attempt(site, "john", "johnpass", JOHN_HOME));
+    keep(attempt_cgi(site, "john", "johnpass", ATTACKER));
+    keep(attempt_cgi(site, "john", "johnpass", JOHN_HOME));
     lines
 }
 
@@ -214,10 +221,10 @@ fn parallel_attempts_cannot_slip_past_the_limit() {
     // is counted before its password is verified, so only the first five are
     // verified (401) and every other one is refused (429).
     let site = site(&[]);
-    let replies: Vec<Reply> = std::thread::scope(|scope| {
+    let replies: Vec<CgiReply> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
             .map(|_| {
-                scope.spawn(|| (0..3).map(|_| attempt(&site, "john", "wrong", "198.51.100.7")).collect::<Vec<_>>())
+                scope.spawn(|| (0..3).map(|_| attempt_cgi(&site, "john", "wrong", "198.51.100.7")).collect::<Vec<_>>())
             })
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("attempt thread")).collect()
@@ -228,5 +235,5 @@ fn parallel_attempts_cannot_slip_past_the_limit() {
     assert_eq!(refused, replies.len() - 5);
     // The real john elsewhere still logs in: one address cannot reach the
     // per-username limit (50) alone.
-    assert_eq!(attempt(&site, "john", "johnpass", "192.0.2.10").status, 200);
+    assert_eq!(attempt_cgi(&site, "john", "johnpass", "192.0.2.10").status, 200);
 }

@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::{Req, Site};
+use support::{Req, ResponseExt, Server, TestSite, STARTUP};
 
 fn token_of(cookie: &str) -> &str {
     cookie.split_once('=').map_or("", |(_, v)| v)
@@ -14,7 +14,7 @@ fn token_of(cookie: &str) -> &str {
 
 #[test]
 fn logout_ends_the_real_session_beside_a_planted_cookie() {
-    let site = Site::new();
+    let site = TestSite::new();
     let planted_live = site.session_for("jane", "janepass");
     for planted in ["webauth=x".to_string(), planted_live] {
         let cookie = site.session_for("john", "johnpass");
@@ -28,7 +28,7 @@ fn logout_ends_the_real_session_beside_a_planted_cookie() {
 
 #[test]
 fn login_ends_every_session_whose_cookie_it_was_sent() {
-    let site = Site::new();
+    let site = TestSite::new();
     let old = site.session_for("john", "johnpass");
     let header = format!("webauth=junk; {old}");
     let reply =
@@ -41,7 +41,7 @@ fn login_ends_every_session_whose_cookie_it_was_sent() {
 
 #[test]
 fn two_session_cookies_still_show_no_user_page() {
-    let site = Site::new();
+    let site = TestSite::new();
     let cookie = site.session_for("john", "johnpass");
     let reply = site.index_with(&format!("webauth=x; {cookie}"));
     assert!(
@@ -54,12 +54,12 @@ fn two_session_cookies_still_show_no_user_page() {
 
 /// The refusals of one site: a forged cookie, a well-formed unknown one, a
 /// duplicated one, and a cross-origin login, with their stderr lines.
-fn refusal_story(site: &Site) -> Vec<String> {
+fn refusal_story(site: &TestSite) -> Vec<String> {
     let known = site.session_for("john", "johnpass");
     let mut lines = Vec::new();
     let unknown = format!("webauth={}", "A".repeat(43));
     for cookie in ["webauth=Session::john".to_string(), unknown, format!("{known}; {known}")] {
-        let reply = site.index_with(&cookie);
+        let reply = site.cgi("index", &Req::get().cookie(&cookie));
         assert_eq!(reply.status, 200);
         lines.extend(reply.stderr.lines().map(str::to_string));
     }
@@ -80,7 +80,7 @@ fn refusal_story(site: &Site) -> Vec<String> {
 
 #[test]
 fn refusals_are_audited_once_each_with_their_reason() {
-    let site = Site::new();
+    let site = TestSite::new();
     let lines = refusal_story(&site);
     let refused: Vec<&String> = lines.iter().filter(|l| l.starts_with("webauth: refused ")).collect();
     assert_eq!(refused.len(), 4, "{lines:#?}");
@@ -93,7 +93,7 @@ fn refusals_are_audited_once_each_with_their_reason() {
 
 #[test]
 fn json_refusal_lines_carry_a_utc_timestamp() {
-    let site = Site::with_env(&[("WEBAUTH_LOG", "json")]);
+    let site = TestSite::with_env(&[("WEBAUTH_LOG", "json")]);
     let lines = refusal_story(&site);
     let mut outcomes = Vec::new();
     for line in &lines {
@@ -110,22 +110,21 @@ fn json_refusal_lines_carry_a_utc_timestamp() {
 
 #[test]
 fn answers_over_https_carry_hsts_and_it_can_be_set_or_turned_off() {
-    let https = |site: &Site| site.cgi("index", &Req::get().var("HTTPS", "on"));
-    let site = Site::new();
+    let https = |site: &TestSite| site.cgi("index", &Req::get().var("HTTPS", "on"));
+    let site = TestSite::new();
     assert_eq!(https(&site).header("Strict-Transport-Security"), Some("max-age=31536000"));
     assert_eq!(site.cgi("index", &Req::get()).header("Strict-Transport-Security"), None, "never over plain HTTP");
-    let sub = Site::with_env(&[("WEBAUTH_HSTS", "max-age=31536000; includeSubDomains")]);
+    let sub = TestSite::with_env(&[("WEBAUTH_HSTS", "max-age=31536000; includeSubDomains")]);
     assert_eq!(https(&sub).header("Strict-Transport-Security"), Some("max-age=31536000; includeSubDomains"));
-    let off = Site::with_env(&[("WEBAUTH_HSTS", "off")]);
+    let off = TestSite::with_env(&[("WEBAUTH_HSTS", "off")]);
     assert_eq!(https(&off).header("Strict-Transport-Security"), None);
 }
 
 #[test]
 fn a_script_name_with_dot_segments_is_no_mount() {
-    let site = Site::new();
+    let site = TestSite::new();
     for script in ["/a/../login", "/a/./login"] {
-        let mut req = Req::json(&serde_json::json!({"username": "john", "password": "johnpass"}));
-        req.script_name = Some(script.to_string());
+        let req = Req::json(&serde_json::json!({"username": "john", "password": "johnpass"})).script(script);
         let reply = site.cgi("login", &req);
         assert_eq!(reply.status, 200, "{}", reply.text());
         let set = reply.headers_named("Set-Cookie").join(" | ");
@@ -138,34 +137,27 @@ fn a_script_name_with_dot_segments_is_no_mount() {
 /// another host, connects once, and returns the program's stderr.
 fn refused_peer_log(log: &str) -> String {
     use std::io::{Read, Write};
-    let dir = support::TempDir::new("peer");
+    let dir = support::temp_dir();
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
     std::fs::write(dir.path().join("users.json"), "{}").expect("users");
-    let mut child = std::process::Command::new(support::bin("index"))
+    let mut command = std::process::Command::new(support::bin("index"));
+    command
         .args(["--listen", &format!("127.0.0.1:{port}"), "--workers", "1"])
         .env_clear()
         .env("WEBAUTH_USERS", dir.path().join("users.json"))
         .env("WEBAUTH_STORE", format!("sqlite:{}", dir.path().join("s.db").display()))
         .env("WEBAUTH_LOG", log)
-        .env("FCGI_WEB_SERVER_ADDRS", "192.0.2.7")
-        .stderr(std::fs::File::create(dir.path().join("stderr")).expect("stderr"))
-        .spawn()
-        .expect("spawn");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut stream = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(stream) => break stream,
-            Err(e) => assert!(std::time::Instant::now() < deadline, "never listened: {e}"),
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+        .env("FCGI_WEB_SERVER_ADDRS", "192.0.2.7");
+    let server = Server::spawn("index", command, &dir.path().join("stderr"));
+    let mut stream =
+        support::wait_until("index --listen", STARTUP, || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
     let _ = stream.write_all(b"\x01\x01\x00\x01\x00\x08\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00");
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     assert!(answer.is_empty(), "a peer outside FCGI_WEB_SERVER_ADDRS got an answer");
-    support::stop(std::slice::from_mut(&mut child));
-    std::fs::read_to_string(dir.path().join("stderr")).expect("stderr")
+    // The line is written before the connection is closed.
+    server.stderr()
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use support::web::{self, Processes};
+use support::Server;
 
 const SYSTEMD_ANALYZE: &str = "/usr/bin/systemd-analyze";
 
@@ -91,21 +92,19 @@ fn programs_started_as_the_socket_units_start_them_serve_the_nginx_recipe() {
     assert!(env.iter().any(|(k, _)| k == "WEBAUTH_STORE"), "{env:?}");
     let listen = setting(&socket_unit, "ListenStream").expect("ListenStream");
     let mode = u32::from_str_radix(setting(&socket_unit, "SocketMode").expect("SocketMode"), 8).expect("octal");
-    let mut procs = Processes::default();
+    let mut procs = Processes::new();
     for program in ["index", "login", "logout"] {
         let path =
             PathBuf::from(web::fill(listen, "/run/webauth/", &format!("{}/", d.display())).replace("%i", program));
         let listener = UnixListener::bind(&path).expect("bind");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("SocketMode");
-        procs.spawn(
-            program,
-            Command::new(support::bin(program))
-                .env_clear()
-                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .stdin(Stdio::from(OwnedFd::from(listener)))
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(d.join(format!("{program}.err"))).expect("stderr")),
-        );
+        let mut command = Command::new(support::bin(program));
+        command
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::from(OwnedFd::from(listener)))
+            .stdout(Stdio::null());
+        procs.push(Server::spawn(program, command, &d.join(format!("{program}.err"))));
     }
     let port = web::free_port();
     let recipe = web::recipe("nginx/webauth.conf");

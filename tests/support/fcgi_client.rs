@@ -1,9 +1,7 @@
 //! A minimal blocking FastCGI client: just enough of the protocol to play the
 //! web server's part in integration tests. Written from the specification on
 //! its own, without the crate's codec, so that a mistake there is not
-//! mirrored here. Include it with
-//! `#[path = "support/fcgi_client.rs"] mod fcgi_client;`.
-#![allow(dead_code)]
+//! mirrored here.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -72,43 +70,16 @@ pub struct Reply {
 impl Reply {
     /// The `Status:` of the CGI-style response on stdout, if any.
     pub fn status(&self) -> Option<u16> {
-        split_cgi(&self.stdout).map(|r| r.status)
+        super::parse_response(&self.stdout).map(|r| r.status)
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        split_cgi(&self.stdout)?.headers.into_iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        super::parse_response(&self.stdout)?.header(name).map(str::to_string)
     }
 
     pub fn body_text(&self) -> String {
-        split_cgi(&self.stdout).map(|r| String::from_utf8_lossy(&r.body).into_owned()).unwrap_or_default()
+        super::parse_response(&self.stdout).map(|r| String::from_utf8_lossy(&r.body).into_owned()).unwrap_or_default()
     }
-}
-
-/// A responder's stdout, split: `Status: 200 OK\r\nName: value\r\n\r\nbody`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CgiResponse {
-    pub status: u16,
-    /// Every header line, `Status` included, in order.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-/// Splits a responder's stdout into status, headers and body; `None` when
-/// there is no blank line, a malformed header line, or no `Status`.
-pub fn split_cgi(stdout: &[u8]) -> Option<CgiResponse> {
-    let end = stdout.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&stdout[..end]).ok()?;
-    let mut status = None;
-    let mut headers = Vec::new();
-    for line in head.split("\r\n") {
-        let (name, value) = line.split_once(':')?;
-        let value = value.trim().to_string();
-        if name.eq_ignore_ascii_case("Status") {
-            status = value.split(' ').next().and_then(|code| code.parse().ok());
-        }
-        headers.push((name.to_string(), value));
-    }
-    Some(CgiResponse { status: status?, headers, body: stdout[end + 4..].to_vec() })
 }
 
 /// A record, padded to a multiple of 8 bytes as libfcgi pads.
@@ -351,4 +322,22 @@ pub fn request_once<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     stdin: &[u8],
 ) -> io::Result<Reply> {
     addr.connect()?.request(1, RESPONDER, false, params, stdin)
+}
+
+/// A GET whose last record (the empty STDIN that completes it) is held back,
+/// so that the program holds a request in hand until [`finish_held_request`].
+pub fn hold_request(addr: &Address) -> Conn {
+    let conn = addr.connect().expect("connect");
+    conn.set_timeout(TIMEOUT).expect("timeout");
+    let mut conn = conn;
+    let mut first = begin_request(1, RESPONDER, false);
+    first.extend(encode_stream(PARAMS, 1, &encode_pairs(&nginx_params("GET", "/"))));
+    conn.send(&first).expect("send the start of the request");
+    conn
+}
+
+/// Sends the held request's last record; the HTTP status of its answer.
+pub fn finish_held_request(mut conn: Conn) -> Option<u16> {
+    conn.send(&encode_record(STDIN, 1, b"")).expect("send the end of the request");
+    conn.read_reply(1).ok().and_then(|r| r.status())
 }

@@ -1,15 +1,17 @@
 //! Real web servers from Debian's packages (Apache, nginx, fcgiwrap) started
-//! on 127.0.0.1 with a free port and a temporary directory, a small HTTP/1.1
-//! client, and the login flow every recipe must serve.
-#![allow(dead_code)]
+//! on 127.0.0.1 with a free port and a temporary directory from the very
+//! recipes in deploy/, and the login flow every recipe must serve.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+
+use webauth::Response;
+
+use super::{http, wait_until, ResponseExt, Server, STARTUP};
 
 pub const APACHE: &str = "/usr/sbin/apache2";
 pub const NGINX: &str = "/usr/sbin/nginx";
@@ -21,32 +23,13 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
-/// Waits until `ready` or panics after `within`, saying what did not come up.
-pub fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what} did not come up within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits until something accepts connections on `port`.
+pub fn wait_for_port(what: &str, port: u16) {
+    wait_until(what, STARTUP, || TcpStream::connect(("127.0.0.1", port)).ok());
 }
 
-/// Processes a test started, stopped by PID when dropped: SIGTERM (a web
-/// server's graceful stop, a `--listen` parent's too), then SIGKILL.
-#[derive(Default)]
-pub struct Processes(pub Vec<Child>);
-
-impl Processes {
-    pub fn spawn(&mut self, what: &str, command: &mut Command) {
-        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        self.0.push(child);
-    }
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        super::stop(&mut self.0);
-    }
-}
+/// The servers and programs of one test, stopped by PID when dropped.
+pub type Processes = Vec<Server>;
 
 /// Whether the tests run as root: then the web servers run their workers as
 /// www-data, which must be able to read (and where the programs write, own)
@@ -104,18 +87,11 @@ pub fn start_apache(procs: &mut Processes, dir: &Path, port: u16, conf: &str) {
     std::fs::write(&path, conf).expect("write httpd.conf");
     let check = Command::new(APACHE).arg("-t").arg("-f").arg(&path).output().expect("apache2 -t");
     assert!(check.status.success(), "apache2 -t: {}", String::from_utf8_lossy(&check.stderr));
+    let mut command = Command::new(APACHE);
     // Its own process group: prefork's stop sends SIGTERM to its whole group.
-    procs.spawn(
-        "apache2",
-        Command::new(APACHE)
-            .process_group(0)
-            .arg("-DFOREGROUND")
-            .arg("-f")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("apache.stderr")).expect("stderr file")),
-    );
-    wait_until("apache2", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    command.process_group(0).arg("-DFOREGROUND").arg("-f").arg(&path).stdout(Stdio::null());
+    procs.push(Server::spawn("apache2", command, &dir.join("apache.stderr")));
+    wait_for_port("apache2", port);
 }
 
 /// An nginx main configuration that keeps everything in `dir` around `server`.
@@ -136,17 +112,10 @@ pub fn start_nginx(procs: &mut Processes, dir: &Path, port: u16, conf: &str) {
     assert!(Path::new(NGINX).exists(), "nginx is needed: scripts/test installs Debian's nginx-light");
     std::fs::copy("/etc/nginx/fastcgi_params", dir.join("fastcgi_params")).expect("Debian's fastcgi_params");
     std::fs::write(dir.join("nginx.conf"), conf).expect("write nginx.conf");
-    procs.spawn(
-        "nginx",
-        Command::new(NGINX)
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("nginx.stderr")).expect("stderr file")),
-    );
-    wait_until("nginx", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let mut command = Command::new(NGINX);
+    command.arg("-p").arg(dir).arg("-c").arg(dir.join("nginx.conf")).stdout(Stdio::null());
+    procs.push(Server::spawn("nginx", command, &dir.join("nginx.stderr")));
+    wait_for_port("nginx", port);
 }
 
 /// A deploy/ recipe's text.
@@ -215,70 +184,12 @@ pub fn shared_host_bundle(www: &Path, mount: &str) -> PathBuf {
     folder
 }
 
-/// An HTTP answer.
-#[derive(Debug)]
-pub struct Http {
-    pub status: u16,
-    pub head: String,
-    pub body: String,
-}
-
-impl Http {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-
-    /// The `name=value` of the cookie this answer sets (not one it expires).
-    pub fn cookie(&self) -> Option<String> {
-        self.head
-            .lines()
-            .filter_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("Set-Cookie")).map(|(_, v)| v))
-            .find(|v| !v.contains("Max-Age=0"))
-            .map(|v| v.trim().split(';').next().unwrap_or("").to_string())
-    }
-}
-
-/// One HTTP/1.1 request (`Connection: close`) to 127.0.0.1:`port`, with the
-/// `Host` a browser sends.
-pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Http {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if method != "GET" && method != "HEAD" {
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    // A server may answer (413) and close before it has read a large body.
-    let _ = s.write_all(&bytes);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body =
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.into() };
-    Http { status, head: head.into(), body }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+/// One request to 127.0.0.1:`port` with the `Host` a browser sends.
+pub fn get_or_post(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let host = format!("127.0.0.1:{port}");
+    let mut all = vec![("Host", host.as_str())];
+    all.extend_from_slice(headers);
+    http(&host, method, path, &all, body)
 }
 
 /// The login flow through a real server at `mount` on `port`: the anonymous
@@ -287,20 +198,23 @@ fn dechunk(mut body: &str) -> String {
 /// handling decides same-origin), and a 70 KB body refused. `log` gives the
 /// server's logs for a failure message.
 pub fn login_flow(port: u16, mount: &str, log: &dyn Fn() -> String) {
+    let http = |method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        get_or_post(port, method, path, headers, body)
+    };
     let origin = format!("http://127.0.0.1:{port}");
-    let page = http(port, "GET", mount, &[], b"");
-    assert_eq!(page.status, 200, "GET {mount}: {}\n{}\n{}", page.head, page.body, log());
-    assert!(page.body.contains("name=\"password\""), "{}", page.body);
-    assert!(page.body.replace("&#x2F;", "/").contains(&format!("action=\"{mount}login\"")), "{}", page.body);
+    let page = http("GET", mount, &[], b"");
+    assert_eq!(page.status, 200, "GET {mount}: {:?}\n{}\n{}", page.headers, page.text(), log());
+    assert!(page.text().contains("name=\"password\""), "{}", page.text());
+    assert!(page.text().replace("&#x2F;", "/").contains(&format!("action=\"{mount}login\"")), "{}", page.text());
 
     let json = [("Content-Type", "application/json"), ("Origin", origin.as_str()), ("Accept", "application/json")];
     let login = format!("{mount}login");
-    let wrong = http(port, "POST", &login, &json, br#"{"username":"john","password":"nope"}"#);
-    assert_eq!(wrong.status, 401, "{}\n{}", wrong.body, log());
-    assert!(wrong.body.contains("Invalid username or password."), "{}", wrong.body);
-    let ok = http(port, "POST", &login, &json, br#"{"username":"john","password":"johnpass"}"#);
-    assert_eq!(ok.status, 200, "{}\n{}", ok.body, log());
-    assert!(ok.head.contains(&format!("Path={mount}")), "{}", ok.head);
+    let wrong = http("POST", &login, &json, br#"{"username":"john","password":"nope"}"#);
+    assert_eq!(wrong.status, 401, "{}\n{}", wrong.text(), log());
+    assert!(wrong.text().contains("Invalid username or password."), "{}", wrong.text());
+    let ok = http("POST", &login, &json, br#"{"username":"john","password":"johnpass"}"#);
+    assert_eq!(ok.status, 200, "{}\n{}", ok.text(), log());
+    assert!(ok.header("Set-Cookie").is_some_and(|c| c.contains(&format!("Path={mount}"))), "{:?}", ok.headers);
     let john = ok.cookie().expect("a session cookie");
 
     let form = [
@@ -308,34 +222,34 @@ pub fn login_flow(port: u16, mount: &str, log: &dyn Fn() -> String) {
         ("Origin", origin.as_str()),
         ("Sec-Fetch-Site", "same-origin"),
     ];
-    let jane = http(port, "POST", &login, &form, b"username=jane&password=janepass");
-    assert_eq!(jane.status, 303, "{}\n{}", jane.head, log());
+    let jane = http("POST", &login, &form, b"username=jane&password=janepass");
+    assert_eq!(jane.status, 303, "{:?}\n{}", jane.headers, log());
     assert_eq!(jane.header("Location"), Some(mount));
     let jane_cookie = jane.cookie().expect("jane's cookie");
-    assert!(http(port, "GET", mount, &[("Cookie", &jane_cookie)], b"").body.contains("Jane Doe"));
+    assert!(http("GET", mount, &[("Cookie", &jane_cookie)], b"").text().contains("Jane Doe"));
 
-    let mine = http(port, "GET", mount, &[("Cookie", &john)], b"");
-    assert!(mine.body.contains("John Smith"), "{}\n{}", mine.body, log());
+    let mine = http("GET", mount, &[("Cookie", &john)], b"");
+    assert!(mine.text().contains("John Smith"), "{}\n{}", mine.text(), log());
 
     let mut logout = form.to_vec();
     logout.push(("Cookie", &john));
-    let out = http(port, "POST", &format!("{mount}logout"), &logout, b"");
-    assert_eq!(out.status, 303, "{}\n{}", out.head, log());
-    let after = http(port, "GET", mount, &[("Cookie", &john)], b"");
+    let out = http("POST", &format!("{mount}logout"), &logout, b"");
+    assert_eq!(out.status, 303, "{:?}\n{}", out.headers, log());
+    let after = http("GET", mount, &[("Cookie", &john)], b"");
     assert_eq!(after.status, 200);
-    assert!(!after.body.contains("John Smith"), "the logged-out cookie still works");
-    assert!(after.body.contains("name=\"password\""));
+    assert!(!after.text().contains("John Smith"), "the logged-out cookie still works");
+    assert!(after.text().contains("name=\"password\""));
 
     let cross = [("Content-Type", "application/json"), ("Origin", "http://evil.test")];
-    let refused = http(port, "POST", &login, &cross, br#"{"username":"john","password":"johnpass"}"#);
-    assert_eq!(refused.status, 403, "{}\n{}", refused.body, log());
+    let refused = http("POST", &login, &cross, br#"{"username":"john","password":"johnpass"}"#);
+    assert_eq!(refused.status, 403, "{}\n{}", refused.text(), log());
     assert!(refused.cookie().is_none());
     let other_port = format!("http://127.0.0.1:{}", port.wrapping_add(1));
     let cross_port = [("Content-Type", "application/json"), ("Origin", other_port.as_str())];
-    let refused = http(port, "POST", &login, &cross_port, br#"{"username":"john","password":"johnpass"}"#);
-    assert_eq!(refused.status, 403, "another port is another origin: {}", refused.body);
+    let refused = http("POST", &login, &cross_port, br#"{"username":"john","password":"johnpass"}"#);
+    assert_eq!(refused.status, 403, "another port is another origin: {}", refused.text());
 
     let huge = vec![b'x'; 70 * 1024];
-    let big = http(port, "POST", &login, &json, &huge);
-    assert_eq!(big.status, 413, "{}\n{}", big.head, log());
+    let big = http("POST", &login, &json, &huge);
+    assert_eq!(big.status, 413, "{:?}\n{}", big.headers, log());
 }
