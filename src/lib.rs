@@ -14,6 +14,7 @@ pub mod audit;
 pub mod cgi;
 pub mod config;
 pub mod fcgi;
+pub mod files;
 pub mod http;
 pub mod origin;
 pub mod regulate;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::{Attempt, Limit, SessionRecord, SessionStore, StoreError};
+use crate::files;
 use crate::session::SessionId;
 
 const SCHEMA_VERSION: i64 = 1;
@@ -42,8 +43,19 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (and on first use creates) the store at `path`. The directory
     /// must exist and be writable by the web server's user.
+    ///
+    /// The file is created by [`files::open_private`] before SQLite sees it
+    /// (an empty file is a new database), because SQLite would create it
+    /// 0644 under the usual umask; SQLite then gives its -wal and -shm files
+    /// the database file's mode.
     pub fn open(path: &str) -> Result<SqliteStore, StoreError> {
         let fail = |e: rusqlite::Error| unavailable(path, e);
+        if let Err(e) = files::open_private(std::path::Path::new(path)) {
+            return Err(StoreError::Unavailable {
+                store: format!("sqlite:{path}"),
+                cause: format!("{e} (does the directory exist and can this user write it and the file?)"),
+            });
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(fail)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
