@@ -86,6 +86,13 @@ fn open_users(config: &Config) -> Result<UsersFile, Fail> {
     UsersFile::open(&config.users).map_err(|e| fail(e.to_string()))
 }
 
+/// The users file, locked for a change until the value is dropped. Taken
+/// after any password prompt, so a login that upgrades a hash never waits
+/// for someone typing.
+fn lock_users(config: &Config) -> Result<UsersFile, Fail> {
+    UsersFile::lock(&config.users).map_err(|e| fail(e.to_string()))
+}
+
 fn save(file: &UsersFile) -> Result<(), Fail> {
     file.save().map_err(|e| fail(format!("cannot write {}: {e}", file.path.display())))
 }
@@ -114,12 +121,15 @@ fn user_add(name: &str, options: &[&str]) -> Result<(), Fail> {
         }
         fields.insert(key.to_string(), serde_json::Value::String(value.to_string()));
     }
-    let mut file = open_users(&config)?;
-    if file.key_of(&username).is_some() {
-        return Err(fail(format!("user {username:?} exists already (use `webauth user passwd {username}`)")));
-    }
+    let exists = |file: &UsersFile| match file.key_of(&username) {
+        Some(_) => Err(fail(format!("user {username:?} exists already (use `webauth user passwd {username}`)"))),
+        None => Ok(()),
+    };
+    exists(&open_users(&config)?)?;
     let password = read_password(true)?;
     fields.insert("password".into(), hash_password(&password).map_err(fail)?.into());
+    let mut file = lock_users(&config)?;
+    exists(&file)?;
     file.entries.insert(username.clone(), serde_json::Value::Object(fields));
     save(&file)?;
     eprintln!("webauth: added {username} to {}", config.users.display());
@@ -128,10 +138,12 @@ fn user_add(name: &str, options: &[&str]) -> Result<(), Fail> {
 
 fn user_passwd(name: &str) -> Result<(), Fail> {
     let config = config()?;
-    let mut file = open_users(&config)?;
-    let key = file.key_of(name).ok_or_else(|| fail(format!("no user {name:?} in {}", config.users.display())))?;
+    let no_user = || fail(format!("no user {name:?} in {}", config.users.display()));
+    open_users(&config)?.key_of(name).ok_or_else(no_user)?;
     let password = read_password(true)?;
     let hash = hash_password(&password).map_err(fail)?;
+    let mut file = lock_users(&config)?;
+    let key = file.key_of(name).ok_or_else(no_user)?;
     match file.entries.get_mut(&key) {
         Some(serde_json::Value::Object(fields)) => {
             fields.insert("password".into(), hash.into());
@@ -146,7 +158,7 @@ fn user_passwd(name: &str) -> Result<(), Fail> {
 
 fn user_del(name: &str) -> Result<(), Fail> {
     let config = config()?;
-    let mut file = open_users(&config)?;
+    let mut file = lock_users(&config)?;
     let key = file.key_of(name).ok_or_else(|| fail(format!("no user {name:?} in {}", config.users.display())))?;
     file.entries.shift_remove(&key);
     save(&file)?;

@@ -260,29 +260,67 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 }
 
 /// The users file as the admin command edits it: every field kept as written.
+///
+/// [`UsersFile::open`] reads it to look; [`UsersFile::lock`] reads it to
+/// change it, holding a lock until the value is dropped, so two writers (the
+/// admin command, a login that upgrades a bcrypt hash) never lose each
+/// other's changes. A symlinked file is read and written at its target.
 pub struct UsersFile {
+    /// The path as configured (`WEBAUTH_USERS`), for messages.
     pub path: PathBuf,
     pub entries: Map<String, Value>,
+    /// The file itself, through any symlinks.
+    target: PathBuf,
+    /// The locked users file, while this value changes it.
+    _lock: Option<std::fs::File>,
 }
 
 impl UsersFile {
-    /// Reads the file for editing; a missing file is an empty one.
+    /// Reads the file for looking at; a missing file is an empty one.
     pub fn open(path: &Path) -> Result<UsersFile, UsersError> {
-        let entries = match std::fs::read_to_string(path) {
-            Ok(text) => match serde_json::from_str(&text) {
-                Ok(Value::Object(map)) => map,
-                Ok(_) => {
-                    return Err(UsersError::Malformed {
-                        path: path.to_path_buf(),
-                        cause: "expected an object keyed by username".into(),
-                    })
-                }
-                Err(e) => return Err(UsersError::Malformed { path: path.to_path_buf(), cause: e.to_string() }),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
-            Err(e) => return Err(UsersError::Unreadable { path: path.to_path_buf(), cause: e.to_string() }),
+        let unreadable = |e: std::io::Error| UsersError::Unreadable { path: path.to_path_buf(), cause: e.to_string() };
+        let target = resolve_links(path).map_err(unreadable)?;
+        let text = match std::fs::read_to_string(&target) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(unreadable(e)),
         };
-        Ok(UsersFile { path: path.to_path_buf(), entries })
+        let entries = parse_entries(text.as_deref(), path)?;
+        Ok(UsersFile { path: path.to_path_buf(), entries, target, _lock: None })
+    }
+
+    /// Reads the file for changing it, and locks it until the value is
+    /// dropped (waiting for another writer's lock). Needs write permission
+    /// on the file: `Unreadable` with the OS error otherwise.
+    pub fn lock(path: &Path) -> Result<UsersFile, UsersError> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let unreadable = |e: std::io::Error| UsersError::Unreadable { path: path.to_path_buf(), cause: e.to_string() };
+        let target = resolve_links(path).map_err(unreadable)?;
+        loop {
+            let mut file = match std::fs::OpenOptions::new().read(true).write(true).open(&target) {
+                Ok(f) => f,
+                // A new file: nothing to lock yet (two first `user add`s at once race).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(UsersFile { path: path.to_path_buf(), entries: Map::new(), target, _lock: None })
+                }
+                Err(e) => return Err(unreadable(e)),
+            };
+            crate::files::lock(&file, crate::files::Wait::Yes).map_err(unreadable)?;
+            // A writer that held the lock before us renamed a new file into
+            // place: our lock is on the old one, so lock the new one.
+            let locked = file.metadata().map_err(unreadable)?;
+            match std::fs::metadata(&target) {
+                Ok(now) if (now.dev(), now.ino()) == (locked.dev(), locked.ino()) => {}
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(unreadable(e)),
+            }
+            let mut text = String::new();
+            file.read_to_string(&mut text).map_err(unreadable)?;
+            let entries = parse_entries(Some(&text), path)?;
+            return Ok(UsersFile { path: path.to_path_buf(), entries, target, _lock: Some(file) });
+        }
     }
 
     /// The key under which a user is stored, found the way logins find it.
@@ -294,19 +332,20 @@ impl UsersFile {
     /// Writes the file atomically: a new temporary file beside it (created
     /// exclusively, never through a planted symlink, readable by no one until
     /// it has the old file's owner, group and mode), synced, then renamed
-    /// over it, so a reader sees the old file or the new, never half.
+    /// over it, so a reader sees the old file or the new, never half. A
+    /// symlink stays a link: its target is replaced.
     pub fn save(&self) -> std::io::Result<()> {
         use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-        let dir = match self.path.parent() {
+        let dir = match self.target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or("users.json");
+        let name = self.target.file_name().and_then(|n| n.to_str()).unwrap_or("users.json");
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).map_err(std::io::Error::other)?;
         let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let tmp = dir.join(format!(".{name}.{suffix}.tmp"));
-        let old = std::fs::metadata(&self.path).ok();
+        let old = std::fs::metadata(&self.target).ok();
         let mut text = serde_json::to_string_pretty(&Value::Object(self.entries.clone()))?;
         text.push('\n');
         let result = (|| {
@@ -319,7 +358,7 @@ impl UsersFile {
             f.set_permissions(std::fs::Permissions::from_mode(mode))?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
+            std::fs::rename(&tmp, &self.target)?;
             std::fs::File::open(&dir)?.sync_all()
         })();
         if result.is_err() {
@@ -327,6 +366,40 @@ impl UsersFile {
         }
         result
     }
+}
+
+/// The users file's entries from its text (`None`: no file yet).
+fn parse_entries(text: Option<&str>, path: &Path) -> Result<Map<String, Value>, UsersError> {
+    match text.map(serde_json::from_str) {
+        None => Ok(Map::new()),
+        Some(Ok(Value::Object(map))) => Ok(map),
+        Some(Ok(_)) => Err(UsersError::Malformed {
+            path: path.to_path_buf(),
+            cause: "expected an object keyed by username".into(),
+        }),
+        Some(Err(e)) => Err(UsersError::Malformed { path: path.to_path_buf(), cause: e.to_string() }),
+    }
+}
+
+/// The file `path` names, through any symlinks (relative ones from the
+/// link's directory), even when the last target does not exist yet.
+fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&path)?;
+                path = match path.parent() {
+                    Some(dir) => dir.join(target),
+                    None => target,
+                };
+            }
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
 #[cfg(test)]
@@ -447,6 +520,34 @@ mod tests {
         let back: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(back["x"]["extra"], serde_json::json!([1]));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_second_writer_waits_and_sees_the_first_writers_change() {
+        let dir = std::env::temp_dir().join(format!("webauth-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("users.json");
+        std::fs::write(&path, "{}").unwrap();
+        let mut first = UsersFile::lock(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let second = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut file = UsersFile::lock(&path).unwrap();
+                tx.send(()).unwrap();
+                file.entries.insert("b".into(), serde_json::json!({}));
+                file.save().unwrap();
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(rx.try_recv().is_err(), "the second writer waits for the lock");
+        first.entries.insert("a".into(), serde_json::json!({}));
+        first.save().unwrap();
+        drop(first);
+        second.join().unwrap();
+        let back = UsersFile::open(&path).unwrap();
+        assert!(back.entries.contains_key("a") && back.entries.contains_key("b"), "{:?}", back.entries);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

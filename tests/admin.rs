@@ -151,3 +151,24 @@ fn the_demo_serves_loopback_only() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback only"));
 }
+
+#[test]
+fn passwd_through_a_symlinked_users_file_writes_its_target() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut site = Site::new();
+    let real = site.dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let target = real.join("users.json");
+    std::fs::rename(&site.users, &target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let link = site.dir.path().join("link.json");
+    std::os::unix::fs::symlink("real/users.json", &link).unwrap();
+    site.set("WEBAUTH_USERS", link.to_str().unwrap());
+
+    ok(&site.admin(&["user", "passwd", "john"], "orange kettle under moonlight\n"));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays a link");
+    assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o640, "the target keeps its mode");
+    assert_eq!(site.login_json("john", "johnpass").status, 401, "the target has the new hash");
+    assert_eq!(site.login_json("john", "orange kettle under moonlight").status, 200);
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 1, "no temporary file left beside the target");
+}
