@@ -8,14 +8,15 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use crate::config::Config;
+use crate::policy;
 use crate::session::now;
 use crate::store::{self, SessionStore};
 use crate::users::{self, hash_password, normalize_username, valid_username, UsersFile, MAX_PASSWORD};
 
 const USAGE: &str = "usage:
   webauth hash                         print the argon2id hash of a password read from stdin
-  webauth user add NAME [--first F] [--last L] [--field KEY=VALUE]...
-  webauth user passwd NAME             set a new password (ends the user's sessions)
+  webauth user add NAME [--first F] [--last L] [--field KEY=VALUE]... [--allow-weak]
+  webauth user passwd NAME [--allow-weak]  set a new password (ends the user's sessions)
   webauth user del NAME                remove a user (ends the user's sessions)
   webauth user list
   webauth session list
@@ -24,6 +25,8 @@ const USAGE: &str = "usage:
   webauth serve --demo [--listen ADDR] the three routes on http://127.0.0.1:8080 with demo users
 
 Passwords are prompted for without echo, or read from stdin (one line) when it is not a terminal.
+A new password needs at least 8 characters (WEBAUTH_MIN_PASSWORD raises it), must not be a
+common password or the user's names; --allow-weak sets it anyway, with a warning.
 Files and store come from WEBAUTH_USERS and WEBAUTH_STORE (see the README).";
 
 /// A failed command: the message for stderr and the exit code.
@@ -56,7 +59,8 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
             Ok(())
         }
         ["user", "add", name, rest @ ..] => user_add(name, rest),
-        ["user", "passwd", name] => user_passwd(name),
+        ["user", "passwd", name] => user_passwd(name, false),
+        ["user", "passwd", name, "--allow-weak"] => user_passwd(name, true),
         ["user", "del", name] => user_del(name),
         ["user", "list"] => user_list(),
         ["session", "list"] => session_list(),
@@ -106,9 +110,15 @@ fn user_add(name: &str, options: &[&str]) -> Result<(), Fail> {
             users::MAX_USERNAME
         )));
     }
+    let min = min_password_length()?;
     let mut fields = serde_json::Map::new();
+    let mut allow_weak = false;
     let mut it = options.iter();
     while let Some(option) = it.next() {
+        if *option == "--allow-weak" {
+            allow_weak = true;
+            continue;
+        }
         let value = it.next().ok_or_else(|| usage(&format!("{option} needs a value")))?;
         let (key, value) = match *option {
             "--first" => ("first", *value),
@@ -127,6 +137,8 @@ fn user_add(name: &str, options: &[&str]) -> Result<(), Fail> {
     };
     exists(&open_users(&config)?)?;
     let password = read_password(true)?;
+    let name = |k: &str| fields.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    check_password(&password, min, [&username, name("first"), name("last")], allow_weak)?;
     fields.insert("password".into(), hash_password(&password).map_err(fail)?.into());
     let mut file = lock_users(&config)?;
     exists(&file)?;
@@ -136,11 +148,16 @@ fn user_add(name: &str, options: &[&str]) -> Result<(), Fail> {
     Ok(())
 }
 
-fn user_passwd(name: &str) -> Result<(), Fail> {
+fn user_passwd(name: &str, allow_weak: bool) -> Result<(), Fail> {
     let config = config()?;
+    let min = min_password_length()?;
     let no_user = || fail(format!("no user {name:?} in {}", config.users.display()));
-    open_users(&config)?.key_of(name).ok_or_else(no_user)?;
+    let file = open_users(&config)?;
+    let key = file.key_of(name).ok_or_else(no_user)?;
+    let record = &file.entries[&key];
+    let field = |k: &str| record.get(k).and_then(|v| v.as_str()).unwrap_or("");
     let password = read_password(true)?;
+    check_password(&password, min, [&key, field("first"), field("last")], allow_weak)?;
     let hash = hash_password(&password).map_err(fail)?;
     let mut file = lock_users(&config)?;
     let key = file.key_of(name).ok_or_else(no_user)?;
@@ -165,6 +182,35 @@ fn user_del(name: &str) -> Result<(), Fail> {
     eprintln!("webauth: removed {key}");
     end_sessions(&config, &normalize_username(&key));
     Ok(())
+}
+
+/// The shortest new password allowed, from `WEBAUTH_MIN_PASSWORD`.
+fn min_password_length() -> Result<usize, Fail> {
+    // Until Config carries it (a `min_password: usize` field read with
+    // policy::min_length), the one variable is looked up here.
+    let setting = crate::config::env_vars().into_iter().find(|(k, _)| k == "WEBAUTH_MIN_PASSWORD");
+    policy::min_length(setting.as_ref().map(|(_, v)| v.as_str())).map_err(fail)
+}
+
+/// Refuses a weak new password (see [`policy`]), saying why; with
+/// `--allow-weak` (importing accounts) it only warns.
+fn check_password(
+    password: &str,
+    min: usize,
+    [username, first, last]: [&str; 3],
+    allow_weak: bool,
+) -> Result<(), Fail> {
+    let personal = [("username", username), ("first name", first), ("last name", last)];
+    match policy::check(password, min, &personal) {
+        Ok(()) => Ok(()),
+        Err(weak) if allow_weak => {
+            eprintln!("webauth: warning: {weak}; set anyway because of --allow-weak");
+            Ok(())
+        }
+        Err(weak) => {
+            Err(fail(format!("{}. Nothing changed (--allow-weak overrides this, for imports)", weak.advice())))
+        }
+    }
 }
 
 /// Ends a user's sessions after a password change or removal. The users file

@@ -17,6 +17,7 @@ pub mod fcgi;
 pub mod files;
 pub mod http;
 pub mod origin;
+pub mod policy;
 pub mod regulate;
 pub mod render;
 pub mod routes;
