@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::policy;
 use crate::session::now;
 use crate::store::{self, SessionStore};
-use crate::users::{self, hash_password, normalize_username, valid_username, UsersFile, MAX_PASSWORD};
+use crate::users::{self, hash_password, normalize_username, shown_username, valid_username, UsersFile, MAX_PASSWORD};
 
 const USAGE: &str = "usage:
   webauth hash                         print the argon2id hash of a password read from stdin
@@ -106,7 +106,9 @@ fn user_add(name: &str, options: &[&str]) -> Result<(), Fail> {
     let username = normalize_username(name);
     if !valid_username(&username) {
         return Err(fail(format!(
-            "invalid username {name:?}: use letters, digits and . _ - @ + (at most {} bytes)",
+            "invalid username {}: use ASCII letters, digits and . _ - @ + (at most {} characters); \
+             names in other scripts go in --first and --last",
+            shown_username(name),
             users::MAX_USERNAME
         )));
     }
@@ -132,7 +134,11 @@ fn user_add(name: &str, options: &[&str]) -> Result<(), Fail> {
         fields.insert(key.to_string(), serde_json::Value::String(value.to_string()));
     }
     let exists = |file: &UsersFile| match file.key_of(&username) {
-        Some(_) => Err(fail(format!("user {username:?} exists already (use `webauth user passwd {username}`)"))),
+        Some(key) => Err(fail(format!(
+            "user {} exists already as {} (use `webauth user passwd {key}`)",
+            shown_username(name),
+            shown_username(&key)
+        ))),
         None => Ok(()),
     };
     exists(&open_users(&config)?)?;
@@ -151,7 +157,7 @@ fn user_add(name: &str, options: &[&str]) -> Result<(), Fail> {
 fn user_passwd(name: &str, allow_weak: bool) -> Result<(), Fail> {
     let config = config()?;
     let min = min_password_length()?;
-    let no_user = || fail(format!("no user {name:?} in {}", config.users.display()));
+    let no_user = || fail(format!("no user {} in {}", shown_username(name), config.users.display()));
     let file = open_users(&config)?;
     let key = file.key_of(name).ok_or_else(no_user)?;
     let record = &file.entries[&key];
@@ -165,7 +171,7 @@ fn user_passwd(name: &str, allow_weak: bool) -> Result<(), Fail> {
         Some(serde_json::Value::Object(fields)) => {
             fields.insert("password".into(), hash.into());
         }
-        _ => return Err(fail(format!("user {key:?} is not an object in {}", config.users.display()))),
+        _ => return Err(fail(format!("user {} is not an object in {}", shown_username(&key), config.users.display()))),
     }
     save(&file)?;
     eprintln!("webauth: password of {key} changed");
@@ -176,7 +182,9 @@ fn user_passwd(name: &str, allow_weak: bool) -> Result<(), Fail> {
 fn user_del(name: &str) -> Result<(), Fail> {
     let config = config()?;
     let mut file = lock_users(&config)?;
-    let key = file.key_of(name).ok_or_else(|| fail(format!("no user {name:?} in {}", config.users.display())))?;
+    let key = file
+        .key_of(name)
+        .ok_or_else(|| fail(format!("no user {} in {}", shown_username(name), config.users.display())))?;
     file.entries.shift_remove(&key);
     save(&file)?;
     eprintln!("webauth: removed {key}");

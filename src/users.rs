@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 use serde_json::{Map, Value};
+use unicode_normalization::UnicodeNormalization;
 
 /// OWASP's minimum for argon2id: 19 MiB, 2 passes, 1 lane.
 pub const ARGON2_MEMORY_KIB: u32 = 19456;
@@ -36,15 +37,39 @@ const MAX_ARGON2_PASSES: u32 = 16;
 const MAX_ARGON2_LANES: u32 = 16;
 const MAX_BCRYPT_COST: u32 = 14;
 
-/// The same username for counting failures and for lookup: trimmed and
-/// lower-cased, so `John ` and `john` are one user.
+/// The same username for counting failures, for lookup and for uniqueness:
+/// trimmed, in Unicode compatibility form (NFKC) and lower-cased, so `John `,
+/// `john` and fullwidth `ｊｏｈｎ` are one user.
 pub fn normalize_username(name: &str) -> String {
-    name.trim().to_lowercase()
+    // NFKC again after lower-casing: lower case can undo the normal form.
+    let lower: String = name.trim().nfkc().collect::<String>().to_lowercase();
+    lower.nfkc().collect()
 }
 
-/// Whether a (normalized) username may be created by the admin command.
+/// Whether a (normalized) username may be created by the admin command:
+/// ASCII letters and digits and `. _ - @ +`, at most [`MAX_USERNAME`] bytes.
+///
+/// ASCII only, because a username is typed at a login form, sent to other
+/// programs (`X-Webauth-User`, `REMOTE_USER`) and read in logs, where a
+/// Cyrillic `јohn` or Greek `jοhn` looks like `john`. A rule that allowed one
+/// non-Latin script per name would still admit whole-script look-alikes
+/// (Cyrillic `сор` is Latin `cop`) and needs Unicode script data; names in
+/// any script belong in the first and last name fields. Files written by
+/// hand may hold other usernames; logins normalise those the same way.
 pub fn valid_username(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_USERNAME && name.chars().all(|c| c.is_alphanumeric() || "._-@+".contains(c))
+    !name.is_empty()
+        && name.len() <= MAX_USERNAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@+".contains(&b))
+}
+
+/// A username as an error message shows it: quoted, escaped, and cut after
+/// 64 characters so an over-long one does not flood a terminal or a log.
+pub fn shown_username(name: &str) -> String {
+    const SHOWN: usize = 64;
+    match name.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}…", &name[..cut]),
+        None => format!("{name:?}"),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -120,9 +145,11 @@ impl fmt::Display for UsersError {
             }
             UsersError::BadUser { path, user, why } => write!(
                 f,
-                "users file {}: user {user:?}: {why}; nobody can log in until it is fixed \
-                 (set the password with `webauth user passwd {user}`)",
-                path.display()
+                "users file {}: user {}: {why}; nobody can log in until it is fixed \
+                 (set the password with `webauth user passwd {}`)",
+                path.display(),
+                shown_username(user),
+                shown_username(user)
             ),
         }
     }
@@ -184,7 +211,11 @@ impl UserDb {
             fields.retain(|_, v| v.is_string());
             let username = normalize_username(&name);
             if users.contains_key(&username) {
-                return Err(bad(&name, "listed twice (usernames are compared trimmed and lower-cased)"));
+                return Err(bad(
+                    &name,
+                    "listed twice (usernames are compared trimmed, lower-cased and in compatibility form: \
+                     fullwidth ｊｏｈｎ is john)",
+                ));
             }
             users.insert(username.clone(), User { username, fields, stored });
         }
@@ -549,6 +580,29 @@ mod tests {
         let back = UsersFile::open(&path).unwrap();
         assert!(back.entries.contains_key("a") && back.entries.contains_key("b"), "{:?}", back.entries);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn look_alike_usernames() {
+        assert_eq!(normalize_username(" ｊｏｈｎ "), "john", "fullwidth is a compatibility form");
+        assert_eq!(normalize_username("ＪＯＨＮ"), "john");
+        assert_eq!(normalize_username("John"), "john");
+        assert_eq!(normalize_username("ﬁona"), "fiona", "ligature");
+        for confusable in ["јohn", "jοhn", "jöhn", "jo\u{200b}hn", "john\u{0301}", "ʝohn"] {
+            assert!(!valid_username(&normalize_username(confusable)), "{confusable:?}");
+        }
+        let users =
+            serde_json::json!({"john": {"password": hash_password("x").unwrap()}, "ｊｏｈｎ": {"password": "h"}});
+        assert!(matches!(db(&users.to_string()), Err(UsersError::BadUser { .. })), "listed twice");
+    }
+
+    #[test]
+    fn shown_usernames_are_cut() {
+        assert_eq!(shown_username("john"), "\"john\"");
+        let long = "ж".repeat(300);
+        let shown = shown_username(&long);
+        assert_eq!(shown.chars().count(), 64 + 3, "{shown}");
+        assert!(shown.ends_with('…'));
     }
 
     #[test]

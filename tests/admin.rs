@@ -215,3 +215,33 @@ fn weak_passwords_are_refused_with_the_reason_unless_the_operator_insists() {
     site.set("WEBAUTH_MIN_PASSWORD", "4");
     assert!(!site.admin(&["user", "passwd", "jane"], "abcdefg\n").status.success(), "the minimum is never below 8");
 }
+
+#[test]
+fn look_alike_usernames_are_one_user_or_refused() {
+    let site = Site::new();
+    let passphrase = "orange kettle under moonlight\n";
+    // Fullwidth letters are a compatibility form of ASCII: the same user.
+    let fullwidth = site.admin(&["user", "add", "ｊｏｈｎ"], passphrase);
+    assert!(!fullwidth.status.success(), "fullwidth john added beside john");
+    assert!(
+        String::from_utf8_lossy(&fullwidth.stderr).contains("exists"),
+        "{}",
+        String::from_utf8_lossy(&fullwidth.stderr)
+    );
+    assert_eq!(site.login_json("ＪＯＨＮ", "johnpass").status, 200, "login normalises the same way");
+    // Letters of other scripts that look Latin (Cyrillic je, Greek omicron) are refused.
+    for name in ["јohn", "jοhn", "jöhn", "jo\u{200b}hn"] {
+        let out = site.admin(&["user", "add", name], passphrase);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name:?} added");
+        assert!(stderr.contains("invalid username"), "{name:?}: {stderr}");
+    }
+    let list = ok(&site.admin(&["user", "list"], ""));
+    assert_eq!(list.lines().count(), 2, "{list}");
+    // An over-long name is cut in the message, not echoed whole.
+    let long = format!("{}<", "a".repeat(5000));
+    let out = site.admin(&["user", "add", &long], passphrase);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.len() < 1000 && stderr.contains('…'), "{stderr}");
+}
