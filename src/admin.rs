@@ -18,7 +18,8 @@ const USAGE: &str = "usage:
   webauth user add NAME [--first F] [--last L] [--field KEY=VALUE]... [--allow-weak]
   webauth user passwd NAME [--allow-weak]  set a new password (ends the user's sessions)
   webauth user del NAME                remove a user (ends the user's sessions)
-  webauth user list
+  webauth user list                    names and hash kinds (argon2id, or bcrypt until the next login)
+  webauth user import-htpasswd FILE    add the bcrypt users of an Apache .htpasswd (htpasswd -B)
   webauth session list
   webauth session revoke NAME          end every session of a user
   webauth session purge                remove expired sessions and stale counters
@@ -63,6 +64,7 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
         ["user", "passwd", name, "--allow-weak"] => user_passwd(name, true),
         ["user", "del", name] => user_del(name),
         ["user", "list"] => user_list(),
+        ["user", "import-htpasswd", file] => user_import_htpasswd(file),
         ["session", "list"] => session_list(),
         ["session", "revoke", name] => session_revoke(name),
         ["session", "purge"] => session_purge(),
@@ -189,6 +191,60 @@ fn user_del(name: &str) -> Result<(), Fail> {
     save(&file)?;
     eprintln!("webauth: removed {key}");
     end_sessions(&config, &normalize_username(&key));
+    Ok(())
+}
+
+/// Adds the users of an Apache `.htpasswd` file, all or nothing: a line
+/// with a hash other than bcrypt (MD5, SHA-1, crypt, plaintext), an invalid
+/// username or one that exists refuses the file, each such line named.
+fn user_import_htpasswd(path: &str) -> Result<(), Fail> {
+    let config = config()?;
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read {path}: {e}")))?;
+    let mut file = lock_users(&config)?;
+    let mut problems = Vec::new();
+    let mut new: Vec<(String, String)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = format!("{path}:{}", i + 1);
+        let Some((name, hash)) = line.split_once(':') else {
+            problems.push(format!("{at}: not NAME:HASH"));
+            continue;
+        };
+        let username = normalize_username(name);
+        if !valid_username(&username) {
+            problems
+                .push(format!("{at}: invalid username {} (ASCII letters, digits, . _ - @ +)", shown_username(name)));
+        } else if file.key_of(&username).is_some() || new.iter().any(|(n, _)| *n == username) {
+            problems.push(format!("{at}: user {} exists already", shown_username(&username)));
+        } else if let Err(why) = users::check_htpasswd_hash(hash.trim()) {
+            problems.push(format!("{at}: user {}: {why}", shown_username(&username)));
+        } else {
+            new.push((username, hash.trim().to_string()));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(fail(format!("nothing imported; fix or remove these lines:\n  {}", problems.join("\n  "))));
+    }
+    if new.is_empty() {
+        return Err(fail(format!("no users in {path}")));
+    }
+    for (username, hash) in &new {
+        file.entries.insert(username.clone(), serde_json::json!({ "password": hash }));
+    }
+    save(&file)?;
+    let names: Vec<&str> = new.iter().filter(|(_, h)| h.starts_with("$2")).map(|(n, _)| n.as_str()).collect();
+    println!("imported {} user(s) from {path}", new.len());
+    if !names.is_empty() {
+        println!(
+            "these keep bcrypt, which counts only the first 72 bytes of a password, until they log in: {}\n\
+             a login upgrades the hash to argon2id when the programs can write {} (unless WEBAUTH_REHASH=off)",
+            names.join(", "),
+            config.users.display()
+        );
+    }
     Ok(())
 }
 

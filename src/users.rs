@@ -120,15 +120,36 @@ impl User {
     pub fn field(&self, name: &str) -> &str {
         self.fields.get(name).and_then(Value::as_str).unwrap_or("")
     }
+
+    /// Whether the stored hash is bcrypt, which looks at only the first 72
+    /// bytes of a password: upgraded at the next login (see [`upgrade_after_login`]).
+    pub fn needs_rehash(&self) -> bool {
+        matches!(self.stored, Stored::Bcrypt(_))
+    }
 }
 
 /// Why the users file cannot be used.
 #[derive(Debug)]
 pub enum UsersError {
     Missing(PathBuf),
-    Unreadable { path: PathBuf, cause: String },
-    Malformed { path: PathBuf, cause: String },
-    BadUser { path: PathBuf, user: String, why: String },
+    Unreadable {
+        path: PathBuf,
+        cause: String,
+    },
+    Malformed {
+        path: PathBuf,
+        cause: String,
+    },
+    BadUser {
+        path: PathBuf,
+        user: String,
+        why: String,
+    },
+    /// Opening the file for a change failed: permission denied, read-only.
+    NotWritable {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
 }
 
 impl fmt::Display for UsersError {
@@ -142,6 +163,9 @@ impl fmt::Display for UsersError {
             UsersError::Unreadable { path, cause } => write!(f, "users file {}: {cause}", path.display()),
             UsersError::Malformed { path, cause } => {
                 write!(f, "users file {}: not valid JSON: {cause}", path.display())
+            }
+            UsersError::NotWritable { path, cause } => {
+                write!(f, "users file {}: cannot write: {cause}", path.display())
             }
             UsersError::BadUser { path, user, why } => write!(
                 f,
@@ -272,6 +296,27 @@ fn parse_stored(hash: &str) -> Result<Stored, &'static str> {
     }
 }
 
+/// Whether a hash from an Apache `.htpasswd` line may be imported: only
+/// bcrypt (`htpasswd -B`); the message names any other kind and what to do.
+pub fn check_htpasswd_hash(hash: &str) -> Result<(), String> {
+    let kind = if ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p)) {
+        return parse_stored(hash).map(|_| ()).map_err(str::to_string);
+    } else if hash.starts_with("$apr1$") {
+        "an Apache MD5 ($apr1$) hash"
+    } else if hash.starts_with("{SHA}") {
+        "an unsalted SHA-1 ({SHA}) hash"
+    } else if hash.starts_with("$1$") || hash.starts_with("$5$") || hash.starts_with("$6$") {
+        "a crypt(3) MD5 or SHA-2 hash"
+    } else if hash.starts_with("$argon2id$") {
+        return parse_stored(hash).map(|_| ()).map_err(str::to_string);
+    } else {
+        "a DES crypt hash or a plaintext password"
+    };
+    Err(format!(
+        "{kind}: only bcrypt (htpasswd -B) can be imported; add this user with `webauth user add` and a new password"
+    ))
+}
+
 fn verify_stored(stored: &Stored, password: &str) -> bool {
     match stored {
         Stored::Argon2id(hash) => PasswordHash::new(hash)
@@ -335,6 +380,9 @@ impl UsersFile {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Ok(UsersFile { path: path.to_path_buf(), entries: Map::new(), target, _lock: None })
                 }
+                Err(e) if is_not_writable(&e) => {
+                    return Err(UsersError::NotWritable { path: path.to_path_buf(), cause: e })
+                }
                 Err(e) => return Err(unreadable(e)),
             };
             crate::files::lock(&file, crate::files::Wait::Yes).map_err(unreadable)?;
@@ -397,6 +445,97 @@ impl UsersFile {
         }
         result
     }
+}
+
+/// Whether an error says this process may not write there.
+fn is_not_writable(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EROFS)
+}
+
+/// What came of upgrading a user's bcrypt hash after a login.
+#[derive(Debug)]
+pub enum Upgrade {
+    /// The file now holds an argon2id hash of the password for the user.
+    Done,
+    /// The users file (or its directory) is not writable by this process.
+    NotWritable,
+    /// The user's hash in the file is no longer the one that was verified
+    /// (changed or upgraded meanwhile): left as it is.
+    Changed,
+    Failed(String),
+}
+
+/// Replaces `user`'s bcrypt hash in the users file at `path` with an
+/// argon2id hash of `password`, which has just verified against it.
+///
+/// Under the users file's lock, the file is read again and the hash
+/// replaced only if it is still the bcrypt hash that was verified, so two
+/// logins at once, or a login beside `webauth user passwd`, lose no write.
+pub fn upgrade_hash(path: &Path, user: &User, password: &str) -> Upgrade {
+    let Stored::Bcrypt(old) = &user.stored else {
+        return Upgrade::Changed;
+    };
+    let hash = match hash_password(password) {
+        Ok(h) => h,
+        Err(e) => return Upgrade::Failed(e),
+    };
+    let mut file = match UsersFile::lock(path) {
+        Ok(f) => f,
+        Err(UsersError::NotWritable { .. }) => return Upgrade::NotWritable,
+        Err(e) => return Upgrade::Failed(e.to_string()),
+    };
+    let Some(key) = file.key_of(&user.username) else {
+        return Upgrade::Changed;
+    };
+    match file.entries.get_mut(&key).and_then(Value::as_object_mut) {
+        Some(fields) if fields.get("password").and_then(Value::as_str) == Some(old.as_str()) => {
+            fields.insert("password".into(), hash.into());
+        }
+        _ => return Upgrade::Changed,
+    }
+    match file.save() {
+        Ok(()) => Upgrade::Done,
+        Err(e) if is_not_writable(&e) => Upgrade::NotWritable,
+        Err(e) => Upgrade::Failed(format!("users file {}: {e}", path.display())),
+    }
+}
+
+/// After a successful login: upgrades a bcrypt hash (see [`upgrade_hash`])
+/// unless `rehash` is off, and says on stderr what came of it. That the
+/// file is not writable is said once per user and process: the operator
+/// opts in to upgrades by making the file writable to the programs.
+pub fn upgrade_after_login(path: &Path, rehash: bool, user: &User, password: &str) {
+    static TOLD: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    if !rehash || !user.needs_rehash() {
+        return;
+    }
+    let name = &user.username;
+    match upgrade_hash(path, user, password) {
+        Upgrade::Done => eprintln!("webauth: user {name:?} rehashed (bcrypt to argon2id)"),
+        Upgrade::Changed => {}
+        Upgrade::NotWritable => {
+            let mut told = TOLD.lock().unwrap_or_else(|e| e.into_inner());
+            if !told.contains(name) {
+                told.push(name.clone());
+                eprintln!("webauth: user {name:?} needs rehash (bcrypt; the users file is not writable)");
+            }
+        }
+        Upgrade::Failed(e) => crate::audit::fault(&format!("user {name:?} not rehashed: {e}")),
+    }
+}
+
+/// Whether a `WEBAUTH_REHASH` setting lets logins upgrade bcrypt hashes:
+/// `off` turns it off; unset or anything else leaves it on.
+pub fn rehash_setting(value: Option<&str>) -> bool {
+    !value.is_some_and(|v| v.trim().eq_ignore_ascii_case("off"))
+}
+
+/// `WEBAUTH_REHASH` from a request's FastCGI params or the environment.
+/// Until `Config` carries it (a `rehash: bool` field set by
+/// [`rehash_setting`]), the one variable is looked up here.
+pub fn rehash_enabled(request_vars: &[(String, String)]) -> bool {
+    let find = |vars: &[(String, String)]| vars.iter().find(|(k, _)| k == "WEBAUTH_REHASH").map(|(_, v)| v.clone());
+    rehash_setting(find(request_vars).or_else(|| find(&crate::config::env_vars())).as_deref())
 }
 
 /// The users file's entries from its text (`None`: no file yet).
@@ -603,6 +742,29 @@ mod tests {
         let shown = shown_username(&long);
         assert_eq!(shown.chars().count(), 64 + 3, "{shown}");
         assert!(shown.ends_with('…'));
+    }
+
+    #[test]
+    fn rehash_is_on_unless_set_off() {
+        assert!(rehash_setting(None));
+        assert!(rehash_setting(Some("on")));
+        assert!(!rehash_setting(Some("off")));
+        assert!(!rehash_setting(Some(" OFF ")));
+    }
+
+    #[test]
+    fn htpasswd_hash_kinds() {
+        assert!(check_htpasswd_hash(&bcrypt::hash("x", 4).unwrap()).is_ok());
+        for (hash, named) in [
+            ("$apr1$x9Yh3AGN$bIsKx0e3rDVxAnzhq4I0a/", "MD5"),
+            ("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "SHA-1"),
+            ("$6$salt$hash", "crypt(3)"),
+            ("rqXexS6ZhobKA", "DES"),
+            ("$2y$31$short", "bcrypt"),
+        ] {
+            let why = check_htpasswd_hash(hash).unwrap_err();
+            assert!(why.contains(named), "{hash}: {why}");
+        }
     }
 
     #[test]

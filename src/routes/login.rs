@@ -10,7 +10,7 @@ use crate::http::{Request, Response};
 use crate::render::mount;
 use crate::session::{self, session_cookie, CookieState, Token};
 use crate::store::SessionRecord;
-use crate::users::{normalize_username, MAX_PASSWORD, MAX_USERNAME};
+use crate::users::{self, normalize_username, MAX_PASSWORD, MAX_USERNAME};
 use crate::{origin, regulate, slots};
 
 pub const INVALID: &str = "Invalid username or password.";
@@ -84,6 +84,8 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
         let form = LoginForm { username: typed, message: INVALID, next: &next };
         return refuse(app, req, json, 401, &form);
     };
+    // bcrypt counted only 72 bytes of the password: now all of it counts.
+    users::upgrade_after_login(&config.users, users::rehash_enabled(&req.config_vars), user, &password);
 
     let store = app.store()?;
     regulate::succeeded(store, &keys)?;
