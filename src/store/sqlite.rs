@@ -69,8 +69,19 @@ impl SqliteStore {
             });
         }
         let mut store = SqliteStore { path: path.to_string(), conn };
-        store.migrate().map_err(fail)?;
-        Ok(store)
+        // Processes that open a new store at once race to switch it to WAL,
+        // and that switch can fail busy without waiting for the busy
+        // timeout: try again (the migration is idempotent) for as long.
+        let started = std::time::Instant::now();
+        loop {
+            match store.migrate() {
+                Ok(()) => return Ok(store),
+                Err(e) if is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
     }
 
     fn migrate(&mut self) -> rusqlite::Result<()> {
@@ -89,6 +100,11 @@ impl SqliteStore {
     fn fail(&self, e: rusqlite::Error) -> StoreError {
         unavailable(&self.path, e)
     }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 fn unavailable(path: &str, e: rusqlite::Error) -> StoreError {
@@ -253,6 +269,25 @@ mod tests {
         let dir = tempdir::Dir::new();
         let store = SqliteStore::open(dir.path().join("s.db").to_str().unwrap()).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn processes_creating_the_store_at_once_all_get_it() {
+        for _ in 0..20 {
+            let dir = tempdir::Dir::new();
+            let path = dir.path().join("s.db").to_str().unwrap().to_string();
+            let barrier = std::sync::Barrier::new(6);
+            std::thread::scope(|s| {
+                for _ in 0..6 {
+                    s.spawn(|| {
+                        barrier.wait();
+                        if let Err(e) = SqliteStore::open(&path) {
+                            panic!("{e}");
+                        }
+                    });
+                }
+            });
+        }
     }
 
     fn record(username: &str, now: i64) -> SessionRecord {
