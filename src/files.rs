@@ -3,10 +3,11 @@
 //!
 //! Files the programs create hold session hashes and usernames (the store)
 //! or can be locked to stall logins (the slots), so they are not for other
-//! local users to open: mode 0600, or 0660 in a directory that belongs to a
-//! group that is not the process's own (a setgid directory shared with the
-//! web server's group, where a second account in that group runs the programs
-//! too). The mode is set on the open file, so the umask does not decide it.
+//! local users to open: mode 0600, or 0660 when the file belongs to a group
+//! that is not the process's own. That happens in a setgid directory shared
+//! with the web server's group, where another account in that group (a
+//! second FastCGI pool, an operator's tools) uses the same files. The mode
+//! is set on the open file, so the umask does not decide it.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -14,27 +15,23 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// The mode for a file webauth creates in `dir`.
-pub fn private_mode(dir: &Path) -> u32 {
+/// The mode for a new file of group `gid`: see the module's doc.
+fn private_mode(gid: u32) -> u32 {
     // SAFETY: getegid has no preconditions and cannot fail.
-    let own_group = unsafe { libc::getegid() };
-    match std::fs::metadata(dir) {
-        Ok(m) if m.gid() != own_group => 0o660,
-        _ => 0o600,
+    if gid == unsafe { libc::getegid() } {
+        0o600
+    } else {
+        0o660
     }
 }
 
-/// Opens `path` for reading and writing, creating it with
-/// [`private_mode`] when it is missing. An existing file that others can
-/// read loses those bits when it is ours (files from older versions were 0644).
+/// Opens `path` for reading and writing, creating it private to this user
+/// (see the module's doc) when it is missing. An existing file that others
+/// can read loses those bits when it is ours (older versions made 0644).
 pub fn open_private(path: &Path) -> io::Result<File> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mode = private_mode(dir);
-    match OpenOptions::new().read(true).write(true).create_new(true).mode(mode).open(path) {
+    match OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path) {
         Ok(file) => {
+            let mode = private_mode(file.metadata()?.gid());
             file.set_permissions(std::fs::Permissions::from_mode(mode))?;
             Ok(file)
         }
@@ -116,6 +113,25 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         open_private(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o640, "others lose their bits");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_setgid_directory_of_another_group_gets_group_access() {
+        let dir = temp_dir("group");
+        let mode_of_new = |name: &str| {
+            let path = dir.join(name);
+            open_private(&path).unwrap();
+            std::fs::metadata(&path).unwrap().mode() & 0o777
+        };
+        assert_eq!(mode_of_new("ours"), 0o600, "a file of our own group");
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&dir, None, Some(65534)).unwrap();
+            assert_eq!(mode_of_new("plain"), 0o600, "without setgid the file is of our group");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2755)).unwrap();
+            assert_eq!(mode_of_new("shared"), 0o660, "a file of the directory's shared group");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
