@@ -11,9 +11,9 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::files::{self, Wait};
-use std::time::{Duration, Instant};
 
 /// How long a login waits for a free slot before it is refused.
 const WAIT: Duration = Duration::from_secs(2);

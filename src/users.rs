@@ -1,5 +1,6 @@
 //! The users file: loading and checking it, verifying passwords, and writing
-//! it atomically for the admin command.
+//! it atomically under a lock, for the admin command and for the one write a
+//! login makes (upgrading a bcrypt hash to argon2id).
 //!
 //! The file is JSON keyed by username, as in the tutorial's `users.js`:
 //! `{"john": {"first": "John", "last": "Smith", "password": "$argon2id$..."}}`.
