@@ -1,6 +1,9 @@
 //! The files the programs create (the SQLite store and its -wal/-shm, the
-//! verification slots) are private to their user, and a descriptor that can
-//! only read a slot file cannot hold a login's slot.
+//! verification slots) are private to their user, and the slots no longer
+//! use `flock`, which anyone who could open a slot file took through a
+//! read-only descriptor. (A read-only descriptor can still take a read lock
+//! that conflicts with the slots' write lock: the modes are what keep other
+//! users from opening the files at all.)
 
 mod support;
 
@@ -56,7 +59,7 @@ fn store_and_slot_files_are_private_after_first_login() {
 }
 
 #[test]
-fn a_read_only_descriptor_cannot_hold_a_logins_slot() {
+fn flock_or_a_write_lock_through_a_read_only_descriptor_does_not_block_logins() {
     let site = Site::with_env(&[("WEBAUTH_MAX_VERIFICATIONS", "1")]);
     site.session_for("john", "johnpass");
     let slots = slot_files(&site);
