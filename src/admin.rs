@@ -8,16 +8,18 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use crate::config::Config;
+use crate::policy;
 use crate::session::now;
 use crate::store::{self, SessionStore};
-use crate::users::{self, hash_password, normalize_username, valid_username, UsersFile, MAX_PASSWORD};
+use crate::users::{self, hash_password, normalize_username, shown_username, valid_username, UsersFile, MAX_PASSWORD};
 
 const USAGE: &str = "usage:
   webauth hash                         print the argon2id hash of a password read from stdin
-  webauth user add NAME [--first F] [--last L] [--field KEY=VALUE]...
-  webauth user passwd NAME             set a new password (ends the user's sessions)
+  webauth user add NAME [--first F] [--last L] [--field KEY=VALUE]... [--allow-weak]
+  webauth user passwd NAME [--allow-weak]  set a new password (ends the user's sessions)
   webauth user del NAME                remove a user (ends the user's sessions)
-  webauth user list
+  webauth user list                    names and hash kinds (argon2id, or bcrypt until the next login)
+  webauth user import-htpasswd FILE    add the bcrypt users of an Apache .htpasswd (htpasswd -B)
   webauth session list
   webauth session revoke NAME          end every session of a user
   webauth session purge                remove expired sessions and stale counters
@@ -29,6 +31,8 @@ const USAGE: &str = "usage:
                                        lay out a folder to upload to an Apache host with .htaccess and CGI
 
 Passwords are prompted for without echo, or read from stdin (one line) when it is not a terminal.
+A new password needs at least 8 characters (WEBAUTH_MIN_PASSWORD raises it), must not be a
+common password or the user's names; --allow-weak sets it anyway, with a warning.
 Files and store come from WEBAUTH_USERS and WEBAUTH_STORE (see the README).";
 
 /// A failed command: the message for stderr and the exit code.
@@ -61,9 +65,11 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
             Ok(())
         }
         ["user", "add", name, rest @ ..] => user_add(name, rest),
-        ["user", "passwd", name] => user_passwd(name),
+        ["user", "passwd", name] => user_passwd(name, false),
+        ["user", "passwd", name, "--allow-weak"] => user_passwd(name, true),
         ["user", "del", name] => user_del(name),
         ["user", "list"] => user_list(),
+        ["user", "import-htpasswd", file] => user_import_htpasswd(file),
         ["session", "list"] => session_list(),
         ["session", "revoke", name] => session_revoke(name),
         ["session", "purge"] => session_purge(),
@@ -99,6 +105,13 @@ fn open_users(config: &Config) -> Result<UsersFile, Fail> {
     UsersFile::open(&config.users).map_err(|e| fail(e.to_string()))
 }
 
+/// The users file, locked for a change until the value is dropped. Taken
+/// after any password prompt, so a login that upgrades a hash never waits
+/// for someone typing.
+fn lock_users(config: &Config) -> Result<UsersFile, Fail> {
+    UsersFile::lock(&config.users).map_err(|e| fail(e.to_string()))
+}
+
 fn save(file: &UsersFile) -> Result<(), Fail> {
     file.save().map_err(|e| fail(format!("cannot write {}: {e}", file.path.display())))
 }
@@ -111,13 +124,21 @@ fn add_user_to(users: &std::path::Path, name: &str, options: &[&str]) -> Result<
     let username = normalize_username(name);
     if !valid_username(&username) {
         return Err(fail(format!(
-            "invalid username {name:?}: use letters, digits and . _ - @ + (at most {} bytes)",
+            "invalid username {}: use ASCII letters, digits and . _ - @ + (at most {} characters); \
+             names in other scripts go in --first and --last",
+            shown_username(name),
             users::MAX_USERNAME
         )));
     }
+    let min = min_password_length()?;
     let mut fields = serde_json::Map::new();
+    let mut allow_weak = false;
     let mut it = options.iter();
     while let Some(option) = it.next() {
+        if *option == "--allow-weak" {
+            allow_weak = true;
+            continue;
+        }
         let value = it.next().ok_or_else(|| usage(&format!("{option} needs a value")))?;
         let (key, value) = match *option {
             "--first" => ("first", *value),
@@ -130,29 +151,45 @@ fn add_user_to(users: &std::path::Path, name: &str, options: &[&str]) -> Result<
         }
         fields.insert(key.to_string(), serde_json::Value::String(value.to_string()));
     }
-    let mut file = UsersFile::open(users).map_err(|e| fail(e.to_string()))?;
-    if file.key_of(&username).is_some() {
-        return Err(fail(format!("user {username:?} exists already (use `webauth user passwd {username}`)")));
-    }
+    let exists = |file: &UsersFile| match file.key_of(&username) {
+        Some(key) => Err(fail(format!(
+            "user {} exists already as {} (use `webauth user passwd {key}`)",
+            shown_username(name),
+            shown_username(&key)
+        ))),
+        None => Ok(()),
+    };
+    exists(&UsersFile::open(users).map_err(|e| fail(e.to_string()))?)?;
     let password = read_password(true)?;
+    let name = |k: &str| fields.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    check_password(&password, min, [&username, name("first"), name("last")], allow_weak)?;
     fields.insert("password".into(), hash_password(&password).map_err(fail)?.into());
+    let mut file = UsersFile::lock(users).map_err(|e| fail(e.to_string()))?;
+    exists(&file)?;
     file.entries.insert(username.clone(), serde_json::Value::Object(fields));
     save(&file)?;
     eprintln!("webauth: added {username} to {}", users.display());
     Ok(())
 }
 
-fn user_passwd(name: &str) -> Result<(), Fail> {
+fn user_passwd(name: &str, allow_weak: bool) -> Result<(), Fail> {
     let config = config()?;
-    let mut file = open_users(&config)?;
-    let key = file.key_of(name).ok_or_else(|| fail(format!("no user {name:?} in {}", config.users.display())))?;
+    let min = min_password_length()?;
+    let no_user = || fail(format!("no user {} in {}", shown_username(name), config.users.display()));
+    let file = open_users(&config)?;
+    let key = file.key_of(name).ok_or_else(no_user)?;
+    let record = &file.entries[&key];
+    let field = |k: &str| record.get(k).and_then(|v| v.as_str()).unwrap_or("");
     let password = read_password(true)?;
+    check_password(&password, min, [&key, field("first"), field("last")], allow_weak)?;
     let hash = hash_password(&password).map_err(fail)?;
+    let mut file = lock_users(&config)?;
+    let key = file.key_of(name).ok_or_else(no_user)?;
     match file.entries.get_mut(&key) {
         Some(serde_json::Value::Object(fields)) => {
             fields.insert("password".into(), hash.into());
         }
-        _ => return Err(fail(format!("user {key:?} is not an object in {}", config.users.display()))),
+        _ => return Err(fail(format!("user {} is not an object in {}", shown_username(&key), config.users.display()))),
     }
     save(&file)?;
     eprintln!("webauth: password of {key} changed");
@@ -162,13 +199,95 @@ fn user_passwd(name: &str) -> Result<(), Fail> {
 
 fn user_del(name: &str) -> Result<(), Fail> {
     let config = config()?;
-    let mut file = open_users(&config)?;
-    let key = file.key_of(name).ok_or_else(|| fail(format!("no user {name:?} in {}", config.users.display())))?;
+    let mut file = lock_users(&config)?;
+    let key = file
+        .key_of(name)
+        .ok_or_else(|| fail(format!("no user {} in {}", shown_username(name), config.users.display())))?;
     file.entries.shift_remove(&key);
     save(&file)?;
     eprintln!("webauth: removed {key}");
     end_sessions(&config, &normalize_username(&key));
     Ok(())
+}
+
+/// Adds the users of an Apache `.htpasswd` file, all or nothing: a line
+/// with a hash other than bcrypt (MD5, SHA-1, crypt, plaintext), an invalid
+/// username or one that exists refuses the file, each such line named.
+fn user_import_htpasswd(path: &str) -> Result<(), Fail> {
+    let config = config()?;
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read {path}: {e}")))?;
+    let mut file = lock_users(&config)?;
+    let mut problems = Vec::new();
+    let mut new: Vec<(String, String)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = format!("{path}:{}", i + 1);
+        let Some((name, hash)) = line.split_once(':') else {
+            problems.push(format!("{at}: not NAME:HASH"));
+            continue;
+        };
+        let username = normalize_username(name);
+        if !valid_username(&username) {
+            problems
+                .push(format!("{at}: invalid username {} (ASCII letters, digits, . _ - @ +)", shown_username(name)));
+        } else if file.key_of(&username).is_some() || new.iter().any(|(n, _)| *n == username) {
+            problems.push(format!("{at}: user {} exists already", shown_username(&username)));
+        } else if let Err(why) = users::check_htpasswd_hash(hash.trim()) {
+            problems.push(format!("{at}: user {}: {why}", shown_username(&username)));
+        } else {
+            new.push((username, hash.trim().to_string()));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(fail(format!("nothing imported; fix or remove these lines:\n  {}", problems.join("\n  "))));
+    }
+    if new.is_empty() {
+        return Err(fail(format!("no users in {path}")));
+    }
+    for (username, hash) in &new {
+        file.entries.insert(username.clone(), serde_json::json!({ "password": hash }));
+    }
+    save(&file)?;
+    let names: Vec<&str> = new.iter().filter(|(_, h)| h.starts_with("$2")).map(|(n, _)| n.as_str()).collect();
+    println!("imported {} user(s) from {path}", new.len());
+    if !names.is_empty() {
+        println!(
+            "these keep bcrypt, which counts only the first 72 bytes of a password, until they log in: {}\n\
+             a login upgrades the hash to argon2id when the programs can write {} (unless WEBAUTH_REHASH=off)",
+            names.join(", "),
+            config.users.display()
+        );
+    }
+    Ok(())
+}
+
+/// The shortest new password allowed, from `WEBAUTH_MIN_PASSWORD`.
+fn min_password_length() -> Result<usize, Fail> {
+    Ok(config()?.min_password)
+}
+
+/// Refuses a weak new password (see [`policy`]), saying why; with
+/// `--allow-weak` (importing accounts) it only warns.
+fn check_password(
+    password: &str,
+    min: usize,
+    [username, first, last]: [&str; 3],
+    allow_weak: bool,
+) -> Result<(), Fail> {
+    let personal = [("username", username), ("first name", first), ("last name", last)];
+    match policy::check(password, min, &personal) {
+        Ok(()) => Ok(()),
+        Err(weak) if allow_weak => {
+            eprintln!("webauth: warning: {weak}; set anyway because of --allow-weak");
+            Ok(())
+        }
+        Err(weak) => {
+            Err(fail(format!("{}. Nothing changed (--allow-weak overrides this, for imports)", weak.advice())))
+        }
+    }
 }
 
 /// Ends a user's sessions after a password change or removal. The users file

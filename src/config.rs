@@ -95,6 +95,10 @@ pub struct Config {
     pub stop_timeout: Duration,
     /// Set by a `--listen` supervisor in its workers' environment: its pid.
     pub supervisor: Option<u32>,
+    /// The shortest new password the admin command accepts (characters).
+    pub min_password: usize,
+    /// Whether a bcrypt hash is upgraded to argon2id at its user's next login.
+    pub rehash: bool,
 }
 
 /// A variable that is set to something webauth cannot use.
@@ -213,6 +217,16 @@ impl Config {
                 })
             }
         };
+        let min_password = match crate::policy::min_length(var("WEBAUTH_MIN_PASSWORD").as_deref()) {
+            Ok(n) => n,
+            Err(_) => {
+                return Err(ConfigError {
+                    name: "WEBAUTH_MIN_PASSWORD",
+                    value: var("WEBAUTH_MIN_PASSWORD").unwrap_or_default(),
+                    expected: "a number of characters from 8 to 1024",
+                })
+            }
+        };
         let supervisor = match var("WEBAUTH_SUPERVISOR") {
             None => None,
             Some(v) => Some(v.trim().parse::<u32>().map_err(|_| ConfigError {
@@ -258,6 +272,8 @@ impl Config {
             hsts,
             stop_timeout: Duration::from_secs(duration("WEBAUTH_STOP_TIMEOUT", 10)?.unsigned_abs()),
             supervisor,
+            min_password,
+            rehash: crate::users::rehash_setting(var("WEBAUTH_REHASH").as_deref()),
         })
     }
 

@@ -4,14 +4,16 @@
 //! process per request, so a burst of logins (from many addresses, which
 //! regulation does not stop) would otherwise be bounded only by the web
 //! server's worker count, at tens of MiB each. A verification first takes one
-//! of N slots: an exclusive `flock` on one of N small files beside the store,
-//! which the kernel releases however the process ends, even by SIGKILL.
+//! of N slots: an exclusive lock (see [`files::lock`]) on one of N small
+//! files beside the store, private to the web server's user, which the kernel
+//! releases however the process ends, even by SIGKILL.
 //! With none free for a while, the login is `503` with `Retry-After`.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use crate::files::{self, Wait};
 
 /// How long a login waits for a free slot before it is refused.
 const WAIT: Duration = Duration::from_secs(2);
@@ -22,31 +24,19 @@ pub struct Slot(#[allow(dead_code)] File);
 /// Takes one of `count` slots in `dir`, waiting up to two seconds.
 /// `Ok(None)`: all were busy that long. `Err`: the slot files cannot be used.
 pub fn acquire(dir: &Path, count: u32) -> std::io::Result<Option<Slot>> {
-    let files = (0..count.max(1))
-        .map(|i| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(dir.join(format!(".webauth-verify.{i}")))
-        })
+    let slots = (0..count.max(1))
+        .map(|i| files::open_private(&dir.join(format!(".webauth-verify.{i}"))))
         .collect::<std::io::Result<Vec<File>>>()?;
     let start = Instant::now();
     // Processes start at different slots so they do not all queue on the first.
-    let offset = std::process::id() as usize % files.len();
-    let mut files: Vec<Option<File>> = files.into_iter().map(Some).collect();
+    let offset = std::process::id() as usize % slots.len();
+    let mut slots: Vec<Option<File>> = slots.into_iter().map(Some).collect();
     loop {
-        for i in 0..files.len() {
-            let k = (i + offset) % files.len();
-            let fd = files[k].as_ref().map(|f| f.as_raw_fd()).expect("each file is taken once");
-            // SAFETY: flock on a file descriptor we own.
-            if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(files[k].take().map(Slot));
-            }
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) && err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err);
+        for i in 0..slots.len() {
+            let k = (i + offset) % slots.len();
+            let file = slots[k].as_ref().expect("each file is taken once");
+            if files::lock(file, Wait::No)? {
+                return Ok(slots[k].take().map(Slot));
             }
         }
         if start.elapsed() >= WAIT {

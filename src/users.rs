@@ -1,5 +1,6 @@
 //! The users file: loading and checking it, verifying passwords, and writing
-//! it atomically for the admin command.
+//! it atomically under a lock, for the admin command and for the one write a
+//! login makes (upgrading a bcrypt hash to argon2id).
 //!
 //! The file is JSON keyed by username, as in the tutorial's `users.js`:
 //! `{"john": {"first": "John", "last": "Smith", "password": "$argon2id$..."}}`.
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 use serde_json::{Map, Value};
+use unicode_normalization::UnicodeNormalization;
 
 /// OWASP's minimum for argon2id: 19 MiB, 2 passes, 1 lane.
 pub const ARGON2_MEMORY_KIB: u32 = 19456;
@@ -36,15 +38,50 @@ const MAX_ARGON2_PASSES: u32 = 16;
 const MAX_ARGON2_LANES: u32 = 16;
 const MAX_BCRYPT_COST: u32 = 14;
 
-/// The same username for counting failures and for lookup: trimmed and
-/// lower-cased, so `John ` and `john` are one user.
+/// The same username for counting failures, for lookup and for uniqueness:
+/// trimmed, in Unicode compatibility form (NFKC) and lower-cased, so `John `,
+/// `john` and fullwidth `ｊｏｈｎ` are one user.
 pub fn normalize_username(name: &str) -> String {
-    name.trim().to_lowercase()
+    // Repeated until nothing changes, so that normalising a normalised name
+    // (login, then lookup) changes nothing: NFKC can make a leading space
+    // (U+00A8 is a space and a combining diaeresis) or a capital (U+210C,
+    // black-letter H, has no lower case of its own), and lower case can undo
+    // NFKC. The users_file fuzz target checks that a second call changes nothing.
+    let mut name = name.trim().to_string();
+    for _ in 0..8 {
+        let next = name.nfkc().collect::<String>().to_lowercase().trim().to_string();
+        if next == name {
+            break;
+        }
+        name = next;
+    }
+    name
 }
 
-/// Whether a (normalized) username may be created by the admin command.
+/// Whether a (normalized) username may be created by the admin command:
+/// ASCII letters and digits and `. _ - @ +`, at most [`MAX_USERNAME`] bytes.
+///
+/// ASCII only, because a username is typed at a login form, sent to other
+/// programs (`X-Webauth-User`, `REMOTE_USER`) and read in logs, where a
+/// Cyrillic `јohn` or Greek `jοhn` looks like `john`. A rule that allowed one
+/// non-Latin script per name would still admit whole-script look-alikes
+/// (Cyrillic `сор` is Latin `cop`) and needs Unicode script data; names in
+/// any script belong in the first and last name fields. Files written by
+/// hand may hold other usernames; logins normalise those the same way.
 pub fn valid_username(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_USERNAME && name.chars().all(|c| c.is_alphanumeric() || "._-@+".contains(c))
+    !name.is_empty()
+        && name.len() <= MAX_USERNAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@+".contains(&b))
+}
+
+/// A username as an error message shows it: quoted, escaped, and cut after
+/// 64 characters so an over-long one does not flood a terminal or a log.
+pub fn shown_username(name: &str) -> String {
+    const SHOWN: usize = 64;
+    match name.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}…", &name[..cut]),
+        None => format!("{name:?}"),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -68,10 +105,14 @@ impl Stored {
             Stored::Bcrypt(hash) => {
                 let cost = bcrypt_cost(hash).unwrap_or(10);
                 // Made at cost 4 (a millisecond), then given the real cost:
-                // verifying it takes the time of that cost.
-                let cheap = bcrypt::hash_with_salt("webauth-dummy", 4, *b"webauth-dummy-sa")
-                    .map(|h| h.format_for_version(bcrypt::Version::TwoB))
-                    .unwrap_or_default();
+                // verifying it takes the time of that cost. Made once: a
+                // file of many bcrypt users paid that millisecond per user.
+                static CHEAP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+                let cheap = CHEAP.get_or_init(|| {
+                    bcrypt::hash_with_salt("webauth-dummy", 4, *b"webauth-dummy-sa")
+                        .map(|h| h.format_for_version(bcrypt::Version::TwoB))
+                        .unwrap_or_default()
+                });
                 let dummy = format!("$2b${cost:02}${}", cheap.get(7..).unwrap_or(""));
                 (format!("bcrypt {cost}"), Stored::Bcrypt(dummy))
             }
@@ -95,15 +136,36 @@ impl User {
     pub fn field(&self, name: &str) -> &str {
         self.fields.get(name).and_then(Value::as_str).unwrap_or("")
     }
+
+    /// Whether the stored hash is bcrypt, which looks at only the first 72
+    /// bytes of a password: upgraded at the next login (see [`upgrade_after_login`]).
+    pub fn needs_rehash(&self) -> bool {
+        matches!(self.stored, Stored::Bcrypt(_))
+    }
 }
 
 /// Why the users file cannot be used.
 #[derive(Debug)]
 pub enum UsersError {
     Missing(PathBuf),
-    Unreadable { path: PathBuf, cause: String },
-    Malformed { path: PathBuf, cause: String },
-    BadUser { path: PathBuf, user: String, why: String },
+    Unreadable {
+        path: PathBuf,
+        cause: String,
+    },
+    Malformed {
+        path: PathBuf,
+        cause: String,
+    },
+    BadUser {
+        path: PathBuf,
+        user: String,
+        why: String,
+    },
+    /// Opening the file for a change failed: permission denied, read-only.
+    NotWritable {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
 }
 
 impl fmt::Display for UsersError {
@@ -118,11 +180,16 @@ impl fmt::Display for UsersError {
             UsersError::Malformed { path, cause } => {
                 write!(f, "users file {}: not valid JSON: {cause}", path.display())
             }
+            UsersError::NotWritable { path, cause } => {
+                write!(f, "users file {}: cannot write: {cause}", path.display())
+            }
             UsersError::BadUser { path, user, why } => write!(
                 f,
-                "users file {}: user {user:?}: {why}; nobody can log in until it is fixed \
-                 (set the password with `webauth user passwd {user}`)",
-                path.display()
+                "users file {}: user {}: {why}; nobody can log in until it is fixed \
+                 (set the password with `webauth user passwd {}`)",
+                path.display(),
+                shown_username(user),
+                shown_username(user)
             ),
         }
     }
@@ -184,7 +251,11 @@ impl UserDb {
             fields.retain(|_, v| v.is_string());
             let username = normalize_username(&name);
             if users.contains_key(&username) {
-                return Err(bad(&name, "listed twice (usernames are compared trimmed and lower-cased)"));
+                return Err(bad(
+                    &name,
+                    "listed twice (usernames are compared trimmed, lower-cased and in compatibility form: \
+                     fullwidth ｊｏｈｎ is john)",
+                ));
             }
             users.insert(username.clone(), User { username, fields, stored });
         }
@@ -241,6 +312,27 @@ fn parse_stored(hash: &str) -> Result<Stored, &'static str> {
     }
 }
 
+/// Whether a hash from an Apache `.htpasswd` line may be imported: only
+/// bcrypt (`htpasswd -B`); the message names any other kind and what to do.
+pub fn check_htpasswd_hash(hash: &str) -> Result<(), String> {
+    let kind = if ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p)) {
+        return parse_stored(hash).map(|_| ()).map_err(str::to_string);
+    } else if hash.starts_with("$apr1$") {
+        "an Apache MD5 ($apr1$) hash"
+    } else if hash.starts_with("{SHA}") {
+        "an unsalted SHA-1 ({SHA}) hash"
+    } else if hash.starts_with("$1$") || hash.starts_with("$5$") || hash.starts_with("$6$") {
+        "a crypt(3) MD5 or SHA-2 hash"
+    } else if hash.starts_with("$argon2id$") {
+        return parse_stored(hash).map(|_| ()).map_err(str::to_string);
+    } else {
+        "a DES crypt hash or a plaintext password"
+    };
+    Err(format!(
+        "{kind}: only bcrypt (htpasswd -B) can be imported; add this user with `webauth user add` and a new password"
+    ))
+}
+
 fn verify_stored(stored: &Stored, password: &str) -> bool {
     match stored {
         Stored::Argon2id(hash) => PasswordHash::new(hash)
@@ -260,29 +352,70 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 }
 
 /// The users file as the admin command edits it: every field kept as written.
+///
+/// [`UsersFile::open`] reads it to look; [`UsersFile::lock`] reads it to
+/// change it, holding a lock until the value is dropped, so two writers (the
+/// admin command, a login that upgrades a bcrypt hash) never lose each
+/// other's changes. A symlinked file is read and written at its target.
 pub struct UsersFile {
+    /// The path as configured (`WEBAUTH_USERS`), for messages.
     pub path: PathBuf,
     pub entries: Map<String, Value>,
+    /// The file itself, through any symlinks.
+    target: PathBuf,
+    /// The locked users file, while this value changes it.
+    _lock: Option<std::fs::File>,
 }
 
 impl UsersFile {
-    /// Reads the file for editing; a missing file is an empty one.
+    /// Reads the file for looking at; a missing file is an empty one.
     pub fn open(path: &Path) -> Result<UsersFile, UsersError> {
-        let entries = match std::fs::read_to_string(path) {
-            Ok(text) => match serde_json::from_str(&text) {
-                Ok(Value::Object(map)) => map,
-                Ok(_) => {
-                    return Err(UsersError::Malformed {
-                        path: path.to_path_buf(),
-                        cause: "expected an object keyed by username".into(),
-                    })
-                }
-                Err(e) => return Err(UsersError::Malformed { path: path.to_path_buf(), cause: e.to_string() }),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
-            Err(e) => return Err(UsersError::Unreadable { path: path.to_path_buf(), cause: e.to_string() }),
+        let unreadable = |e: std::io::Error| UsersError::Unreadable { path: path.to_path_buf(), cause: e.to_string() };
+        let target = resolve_links(path).map_err(unreadable)?;
+        let text = match std::fs::read_to_string(&target) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(unreadable(e)),
         };
-        Ok(UsersFile { path: path.to_path_buf(), entries })
+        let entries = parse_entries(text.as_deref(), path)?;
+        Ok(UsersFile { path: path.to_path_buf(), entries, target, _lock: None })
+    }
+
+    /// Reads the file for changing it, and locks it until the value is
+    /// dropped (waiting for another writer's lock). Needs write permission
+    /// on the file: `Unreadable` with the OS error otherwise.
+    pub fn lock(path: &Path) -> Result<UsersFile, UsersError> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let unreadable = |e: std::io::Error| UsersError::Unreadable { path: path.to_path_buf(), cause: e.to_string() };
+        let target = resolve_links(path).map_err(unreadable)?;
+        loop {
+            let mut file = match std::fs::OpenOptions::new().read(true).write(true).open(&target) {
+                Ok(f) => f,
+                // A new file: nothing to lock yet (two first `user add`s at once race).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(UsersFile { path: path.to_path_buf(), entries: Map::new(), target, _lock: None })
+                }
+                Err(e) if is_not_writable(&e) => {
+                    return Err(UsersError::NotWritable { path: path.to_path_buf(), cause: e })
+                }
+                Err(e) => return Err(unreadable(e)),
+            };
+            crate::files::lock(&file, crate::files::Wait::Yes).map_err(unreadable)?;
+            // A writer that held the lock before us renamed a new file into
+            // place: our lock is on the old one, so lock the new one.
+            let locked = file.metadata().map_err(unreadable)?;
+            match std::fs::metadata(&target) {
+                Ok(now) if (now.dev(), now.ino()) == (locked.dev(), locked.ino()) => {}
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(unreadable(e)),
+            }
+            let mut text = String::new();
+            file.read_to_string(&mut text).map_err(unreadable)?;
+            let entries = parse_entries(Some(&text), path)?;
+            return Ok(UsersFile { path: path.to_path_buf(), entries, target, _lock: Some(file) });
+        }
     }
 
     /// The key under which a user is stored, found the way logins find it.
@@ -294,19 +427,20 @@ impl UsersFile {
     /// Writes the file atomically: a new temporary file beside it (created
     /// exclusively, never through a planted symlink, readable by no one until
     /// it has the old file's owner, group and mode), synced, then renamed
-    /// over it, so a reader sees the old file or the new, never half.
+    /// over it, so a reader sees the old file or the new, never half. A
+    /// symlink stays a link: its target is replaced.
     pub fn save(&self) -> std::io::Result<()> {
         use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-        let dir = match self.path.parent() {
+        let dir = match self.target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or("users.json");
+        let name = self.target.file_name().and_then(|n| n.to_str()).unwrap_or("users.json");
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).map_err(std::io::Error::other)?;
         let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let tmp = dir.join(format!(".{name}.{suffix}.tmp"));
-        let old = std::fs::metadata(&self.path).ok();
+        let old = std::fs::metadata(&self.target).ok();
         let mut text = serde_json::to_string_pretty(&Value::Object(self.entries.clone()))?;
         text.push('\n');
         let result = (|| {
@@ -319,7 +453,7 @@ impl UsersFile {
             f.set_permissions(std::fs::Permissions::from_mode(mode))?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
+            std::fs::rename(&tmp, &self.target)?;
             std::fs::File::open(&dir)?.sync_all()
         })();
         if result.is_err() {
@@ -327,6 +461,123 @@ impl UsersFile {
         }
         result
     }
+}
+
+/// Whether an error says this process may not write there.
+fn is_not_writable(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EROFS)
+}
+
+/// What came of upgrading a user's bcrypt hash after a login.
+#[derive(Debug)]
+pub enum Upgrade {
+    /// The file now holds an argon2id hash of the password for the user.
+    Done,
+    /// The users file (or its directory) is not writable by this process.
+    NotWritable,
+    /// The user's hash in the file is no longer the one that was verified
+    /// (changed or upgraded meanwhile): left as it is.
+    Changed,
+    Failed(String),
+}
+
+/// Replaces `user`'s bcrypt hash in the users file at `path` with an
+/// argon2id hash of `password`, which has just verified against it.
+///
+/// Under the users file's lock, the file is read again and the hash
+/// replaced only if it is still the bcrypt hash that was verified, so two
+/// logins at once, or a login beside `webauth user passwd`, lose no write.
+pub fn upgrade_hash(path: &Path, user: &User, password: &str) -> Upgrade {
+    let Stored::Bcrypt(old) = &user.stored else {
+        return Upgrade::Changed;
+    };
+    let hash = match hash_password(password) {
+        Ok(h) => h,
+        Err(e) => return Upgrade::Failed(e),
+    };
+    let mut file = match UsersFile::lock(path) {
+        Ok(f) => f,
+        Err(UsersError::NotWritable { .. }) => return Upgrade::NotWritable,
+        Err(e) => return Upgrade::Failed(e.to_string()),
+    };
+    let Some(key) = file.key_of(&user.username) else {
+        return Upgrade::Changed;
+    };
+    match file.entries.get_mut(&key).and_then(Value::as_object_mut) {
+        Some(fields) if fields.get("password").and_then(Value::as_str) == Some(old.as_str()) => {
+            fields.insert("password".into(), hash.into());
+        }
+        _ => return Upgrade::Changed,
+    }
+    match file.save() {
+        Ok(()) => Upgrade::Done,
+        Err(e) if is_not_writable(&e) => Upgrade::NotWritable,
+        Err(e) => Upgrade::Failed(format!("users file {}: {e}", path.display())),
+    }
+}
+
+/// After a successful login: upgrades a bcrypt hash (see [`upgrade_hash`])
+/// unless `rehash` is off, and says on stderr what came of it. That the
+/// file is not writable is said once per user and process: the operator
+/// opts in to upgrades by making the file writable to the programs.
+pub fn upgrade_after_login(path: &Path, rehash: bool, user: &User, password: &str) {
+    static TOLD: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    if !rehash || !user.needs_rehash() {
+        return;
+    }
+    let name = &user.username;
+    match upgrade_hash(path, user, password) {
+        Upgrade::Done => eprintln!("webauth: user {name:?} rehashed (bcrypt to argon2id)"),
+        Upgrade::Changed => {}
+        Upgrade::NotWritable => {
+            let mut told = TOLD.lock().unwrap_or_else(|e| e.into_inner());
+            if !told.contains(name) {
+                told.push(name.clone());
+                eprintln!("webauth: user {name:?} needs rehash (bcrypt; the users file is not writable)");
+            }
+        }
+        Upgrade::Failed(e) => crate::audit::fault(&format!("user {name:?} not rehashed: {e}")),
+    }
+}
+
+/// Whether a `WEBAUTH_REHASH` setting lets logins upgrade bcrypt hashes:
+/// `off` turns it off; unset or anything else leaves it on.
+pub fn rehash_setting(value: Option<&str>) -> bool {
+    !value.is_some_and(|v| v.trim().eq_ignore_ascii_case("off"))
+}
+
+/// The users file's entries from its text (`None`: no file yet).
+fn parse_entries(text: Option<&str>, path: &Path) -> Result<Map<String, Value>, UsersError> {
+    match text.map(serde_json::from_str) {
+        None => Ok(Map::new()),
+        Some(Ok(Value::Object(map))) => Ok(map),
+        Some(Ok(_)) => Err(UsersError::Malformed {
+            path: path.to_path_buf(),
+            cause: "expected an object keyed by username".into(),
+        }),
+        Some(Err(e)) => Err(UsersError::Malformed { path: path.to_path_buf(), cause: e.to_string() }),
+    }
+}
+
+/// The file `path` names, through any symlinks (relative ones from the
+/// link's directory), even when the last target does not exist yet.
+fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&path)?;
+                path = match path.parent() {
+                    Some(dir) => dir.join(target),
+                    None => target,
+                };
+            }
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
 #[cfg(test)]
@@ -448,6 +699,84 @@ mod tests {
         assert_eq!(back["x"]["extra"], serde_json::json!([1]));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_second_writer_waits_and_sees_the_first_writers_change() {
+        let dir = std::env::temp_dir().join(format!("webauth-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("users.json");
+        std::fs::write(&path, "{}").unwrap();
+        let mut first = UsersFile::lock(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let second = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut file = UsersFile::lock(&path).unwrap();
+                tx.send(()).unwrap();
+                file.entries.insert("b".into(), serde_json::json!({}));
+                file.save().unwrap();
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(rx.try_recv().is_err(), "the second writer waits for the lock");
+        first.entries.insert("a".into(), serde_json::json!({}));
+        first.save().unwrap();
+        drop(first);
+        second.join().unwrap();
+        let back = UsersFile::open(&path).unwrap();
+        assert!(back.entries.contains_key("a") && back.entries.contains_key("b"), "{:?}", back.entries);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn look_alike_usernames() {
+        assert_eq!(normalize_username(" ｊｏｈｎ "), "john", "fullwidth is a compatibility form");
+        assert_eq!(normalize_username("ＪＯＨＮ"), "john");
+        assert_eq!(normalize_username("John"), "john");
+        assert_eq!(normalize_username("ﬁona"), "fiona", "ligature");
+        for odd in ["\u{a8}john", "\u{210c}ans", "İstanbul", "ǅ"] {
+            let once = normalize_username(odd);
+            assert_eq!(normalize_username(&once), once, "{odd:?} normalises to a fixed point");
+        }
+        for confusable in ["јohn", "jοhn", "jöhn", "jo\u{200b}hn", "john\u{0301}", "ʝohn"] {
+            assert!(!valid_username(&normalize_username(confusable)), "{confusable:?}");
+        }
+        let users =
+            serde_json::json!({"john": {"password": hash_password("x").unwrap()}, "ｊｏｈｎ": {"password": "h"}});
+        assert!(matches!(db(&users.to_string()), Err(UsersError::BadUser { .. })), "listed twice");
+    }
+
+    #[test]
+    fn shown_usernames_are_cut() {
+        assert_eq!(shown_username("john"), "\"john\"");
+        let long = "ж".repeat(300);
+        let shown = shown_username(&long);
+        assert_eq!(shown.chars().count(), 64 + 3, "{shown}");
+        assert!(shown.ends_with('…'));
+    }
+
+    #[test]
+    fn rehash_is_on_unless_set_off() {
+        assert!(rehash_setting(None));
+        assert!(rehash_setting(Some("on")));
+        assert!(!rehash_setting(Some("off")));
+        assert!(!rehash_setting(Some(" OFF ")));
+    }
+
+    #[test]
+    fn htpasswd_hash_kinds() {
+        assert!(check_htpasswd_hash(&bcrypt::hash("x", 4).unwrap()).is_ok());
+        for (hash, named) in [
+            ("$apr1$x9Yh3AGN$bIsKx0e3rDVxAnzhq4I0a/", "MD5"),
+            ("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "SHA-1"),
+            ("$6$salt$hash", "crypt(3)"),
+            ("rqXexS6ZhobKA", "DES"),
+            ("$2y$31$short", "bcrypt"),
+        ] {
+            let why = check_htpasswd_hash(hash).unwrap_err();
+            assert!(why.contains(named), "{hash}: {why}");
+        }
     }
 
     #[test]

@@ -13,13 +13,13 @@ fn ok(out: &std::process::Output) -> String {
 #[test]
 fn add_login_change_password_old_one_fails() {
     let site = TestSite::new();
-    ok(&site.admin(&["user", "add", "alice", "--first", "Alice", "--last", "Liddell"], "wonderland\n"));
-    let cookie = site.session_for("alice", "wonderland");
+    ok(&site.admin(&["user", "add", "alice", "--first", "Alice", "--last", "Liddell"], "white rabbit pocket watch\n"));
+    let cookie = site.session_for("alice", "white rabbit pocket watch");
     assert!(site.index_with(&cookie).text().contains("Alice Liddell"));
 
-    ok(&site.admin(&["user", "passwd", "alice"], "looking-glass\n"));
-    assert_eq!(site.login_json("alice", "wonderland").status, 401, "the old password fails");
-    assert_eq!(site.login_json("alice", "looking-glass").status, 200);
+    ok(&site.admin(&["user", "passwd", "alice"], "through the looking-glass\n"));
+    assert_eq!(site.login_json("alice", "white rabbit pocket watch").status, 401, "the old password fails");
+    assert_eq!(site.login_json("alice", "through the looking-glass").status, 200);
     assert!(!site.index_with(&cookie).text().contains("Alice Liddell"), "a password change ends the sessions");
 }
 
@@ -30,7 +30,7 @@ fn add_keeps_other_users_and_their_unknown_fields() {
     file["john"]["email"] = "john@example.org".into();
     file["john"]["groups"] = serde_json::json!(["staff"]);
     std::fs::write(&site.users, file.to_string()).unwrap();
-    ok(&site.admin(&["user", "add", "bob", "--field", "email=bob@example.org"], "builder\n"));
+    ok(&site.admin(&["user", "add", "bob", "--field", "email=bob@example.org"], "bob the patient builder\n"));
     let after: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&site.users).unwrap()).unwrap();
     assert_eq!(after["john"]["email"], "john@example.org");
     assert_eq!(after["john"]["groups"], serde_json::json!(["staff"]));
@@ -123,7 +123,7 @@ fn admin_commands_never_create_the_store() {
     for args in [&["session", "list"][..], &["session", "revoke", "john"], &["session", "purge"]] {
         ok(&site.admin(args, ""));
     }
-    ok(&site.admin(&["user", "passwd", "john"], "another\n"));
+    ok(&site.admin(&["user", "passwd", "john"], "another long passphrase\n"));
     assert!(!site.store.exists(), "a root-run admin command must not create a store the web user cannot write");
 }
 
@@ -138,7 +138,7 @@ fn writing_the_users_file_keeps_its_owner_group_and_mode() {
         std::os::unix::fs::chown(&site.users, Some(65534), Some(65534)).unwrap();
     }
     let before = std::fs::metadata(&site.users).unwrap();
-    ok(&site.admin(&["user", "add", "zoe"], "zoepass\n"));
+    ok(&site.admin(&["user", "add", "zoe"], "zoe keeps a passphrase\n"));
     let after = std::fs::metadata(&site.users).unwrap();
     assert_eq!((after.uid(), after.gid(), after.mode() & 0o777), (before.uid(), before.gid(), 0o640));
     assert!(std::fs::symlink_metadata(&site.users).unwrap().file_type().is_file());
@@ -150,4 +150,98 @@ fn the_demo_serves_loopback_only() {
     let out = site.admin(&["serve", "--demo", "--listen", "0.0.0.0:0"], "");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback only"));
+}
+
+#[test]
+fn passwd_through_a_symlinked_users_file_writes_its_target() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut site = TestSite::new();
+    let real = site.dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let target = real.join("users.json");
+    std::fs::rename(&site.users, &target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let link = site.dir.path().join("link.json");
+    std::os::unix::fs::symlink("real/users.json", &link).unwrap();
+    site.set("WEBAUTH_USERS", link.to_str().unwrap());
+
+    ok(&site.admin(&["user", "passwd", "john"], "orange kettle under moonlight\n"));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays a link");
+    assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o640, "the target keeps its mode");
+    assert_eq!(site.login_json("john", "johnpass").status, 401, "the target has the new hash");
+    assert_eq!(site.login_json("john", "orange kettle under moonlight").status, 200);
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 1, "no temporary file left beside the target");
+}
+
+#[test]
+fn weak_passwords_are_refused_with_the_reason_unless_the_operator_insists() {
+    let mut site = TestSite::new();
+    let before = std::fs::read_to_string(&site.users).unwrap();
+    for (password, why) in [
+        ("short1", "at least 8"),
+        ("Password1", "most common"),
+        ("Liddell2024", "last name"),
+        ("ALICE.LIDDELL", "username"),
+    ] {
+        let out = site.admin(
+            &["user", "add", "alice.liddell", "--first", "Alice", "--last", "Liddell"],
+            &format!("{password}\n"),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{password:?} accepted");
+        assert!(stderr.contains(why) && stderr.contains("passphrase"), "{password:?}: {stderr}");
+    }
+    for password in ["short1", "Password1", "John2024"] {
+        let passwd = site.admin(&["user", "passwd", "john"], &format!("{password}\n"));
+        assert!(!passwd.status.success(), "passwd {password:?} accepted");
+    }
+    let johns = site.admin(&["user", "passwd", "john"], "SMITH424242\n");
+    assert!(String::from_utf8_lossy(&johns.stderr).contains("last name"), "{}", String::from_utf8_lossy(&johns.stderr));
+    assert_eq!(std::fs::read_to_string(&site.users).unwrap(), before, "nothing changed");
+
+    let forced = site.admin(&["user", "add", "alice.liddell", "--allow-weak"], "short1\n");
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    assert!(String::from_utf8_lossy(&forced.stderr).contains("warning"), "the override is not silent");
+    assert_eq!(site.login_json("alice.liddell", "short1").status, 200);
+
+    site.set("WEBAUTH_MIN_PASSWORD", "12");
+    let short = site.admin(&["user", "passwd", "jane"], "q7#Lm2!vXz\n");
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("at least 12"),
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+    ok(&site.admin(&["user", "passwd", "jane"], "q7#Lm2!vXz-plus\n"));
+    site.set("WEBAUTH_MIN_PASSWORD", "4");
+    assert!(!site.admin(&["user", "passwd", "jane"], "abcdefg\n").status.success(), "the minimum is never below 8");
+}
+
+#[test]
+fn look_alike_usernames_are_one_user_or_refused() {
+    let site = TestSite::new();
+    let passphrase = "orange kettle under moonlight\n";
+    // Fullwidth letters are a compatibility form of ASCII: the same user.
+    let fullwidth = site.admin(&["user", "add", "ｊｏｈｎ"], passphrase);
+    assert!(!fullwidth.status.success(), "fullwidth john added beside john");
+    assert!(
+        String::from_utf8_lossy(&fullwidth.stderr).contains("exists"),
+        "{}",
+        String::from_utf8_lossy(&fullwidth.stderr)
+    );
+    assert_eq!(site.login_json("ＪＯＨＮ", "johnpass").status, 200, "login normalises the same way");
+    // Letters of other scripts that look Latin (Cyrillic je, Greek omicron) are refused.
+    for name in ["јohn", "jοhn", "jöhn", "jo\u{200b}hn"] {
+        let out = site.admin(&["user", "add", name], passphrase);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name:?} added");
+        assert!(stderr.contains("invalid username"), "{name:?}: {stderr}");
+    }
+    let list = ok(&site.admin(&["user", "list"], ""));
+    assert_eq!(list.lines().count(), 2, "{list}");
+    // An over-long name is cut in the message, not echoed whole.
+    let long = format!("{}<", "a".repeat(5000));
+    let out = site.admin(&["user", "add", &long], passphrase);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.len() < 1000 && stderr.contains('…'), "{stderr}");
 }

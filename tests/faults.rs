@@ -280,17 +280,9 @@ fn a_bad_configuration_value_is_500_naming_the_variable() {
 
 #[test]
 fn logins_beyond_the_verification_slots_wait_then_get_503() {
-    use std::os::fd::AsRawFd;
     let site = TestSite::with_env(&[("WEBAUTH_MAX_VERIFICATIONS", "1")]);
     // Hold the host's only slot, as a login in another process would.
-    let slot = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(site.dir.path().join(".webauth-verify.0"))
-        .unwrap();
-    assert_eq!(unsafe { libc::flock(slot.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let slot = webauth::slots::acquire(site.dir.path(), 1).unwrap().expect("the only slot is free");
     let busy = login_json(&site, "john", "johnpass");
     assert_eq!(busy.status, 503);
     assert_eq!(busy.header("Retry-After"), Some("1"));

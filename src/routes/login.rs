@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::http::{Request, Response};
 use crate::session::{self, session_cookie, Token};
 use crate::store::SessionRecord;
-use crate::users::{normalize_username, MAX_PASSWORD, MAX_USERNAME};
+use crate::users::{self, normalize_username, MAX_PASSWORD, MAX_USERNAME};
 use crate::{origin, regulate, slots};
 
 pub const INVALID: &str = "Invalid username or password.";
@@ -83,6 +83,8 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
         let form = LoginForm { username: typed, message: INVALID, next: &next };
         return refuse(app, req, json, 401, &form);
     };
+    // bcrypt counted only 72 bytes of the password: now all of it counts.
+    users::upgrade_after_login(&config.users, config.rehash, user, &password);
 
     // Every cookie sent along is replaced, and its session ended: no fixation.
     end_sent_sessions(app, req)?;

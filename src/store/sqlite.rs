@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 
 use super::SessionId;
 use super::{Attempt, Limit, SessionRecord, SessionStore, StoreError};
+use crate::files;
 
 const SCHEMA_VERSION: i64 = 1;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,8 +43,19 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (and on first use creates) the store at `path`. The directory
     /// must exist and be writable by the web server's user.
+    ///
+    /// The file is created by [`files::open_private`] before SQLite sees it
+    /// (an empty file is a new database), because SQLite would create it
+    /// 0644 under the usual umask; SQLite then gives its -wal and -shm files
+    /// the database file's mode.
     pub fn open(path: &str) -> Result<SqliteStore, StoreError> {
         let fail = |e: rusqlite::Error| unavailable(path, e);
+        if let Err(e) = files::open_private(std::path::Path::new(path)) {
+            return Err(StoreError::Unavailable {
+                store: format!("sqlite:{path}"),
+                cause: format!("{e} (does the directory exist and can this user write it and the file?)"),
+            });
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(fail)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
@@ -57,8 +69,19 @@ impl SqliteStore {
             });
         }
         let mut store = SqliteStore { path: path.to_string(), conn };
-        store.migrate().map_err(fail)?;
-        Ok(store)
+        // Processes that open a new store at once race to switch it to WAL,
+        // and that switch can fail busy without waiting for the busy
+        // timeout: try again (the migration is idempotent) for as long.
+        let started = std::time::Instant::now();
+        loop {
+            match store.migrate() {
+                Ok(()) => return Ok(store),
+                Err(e) if is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
     }
 
     fn migrate(&mut self) -> rusqlite::Result<()> {
@@ -77,6 +100,11 @@ impl SqliteStore {
     fn fail(&self, e: rusqlite::Error) -> StoreError {
         unavailable(&self.path, e)
     }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 fn unavailable(path: &str, e: rusqlite::Error) -> StoreError {
@@ -241,6 +269,25 @@ mod tests {
         let dir = tempdir::Dir::new();
         let store = SqliteStore::open(dir.path().join("s.db").to_str().unwrap()).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn processes_creating_the_store_at_once_all_get_it() {
+        for _ in 0..20 {
+            let dir = tempdir::Dir::new();
+            let path = dir.path().join("s.db").to_str().unwrap().to_string();
+            let barrier = std::sync::Barrier::new(6);
+            std::thread::scope(|s| {
+                for _ in 0..6 {
+                    s.spawn(|| {
+                        barrier.wait();
+                        if let Err(e) = SqliteStore::open(&path) {
+                            panic!("{e}");
+                        }
+                    });
+                }
+            });
+        }
     }
 
     fn record(username: &str, now: i64) -> SessionRecord {
