@@ -13,6 +13,7 @@
 
 pub mod fcgi_client;
 pub mod web;
+pub mod webdriver;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -462,8 +463,7 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
     let _ = s.write_all(&bytes);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
+    let raw = read_answer(&mut s);
     let response =
         parse_response(&raw).unwrap_or_else(|| panic!("not an HTTP answer: {}", String::from_utf8_lossy(&raw)));
     if response.header("Transfer-Encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
@@ -471,6 +471,27 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
         return response.with_body(joined);
     }
     response
+}
+
+/// Reads an answer: up to the end of its `Content-Length` body when it has
+/// one (some servers keep the connection open despite `Connection: close`),
+/// else to the end of the connection.
+fn read_answer(s: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head.lines().find_map(|l| l.strip_prefix("content-length:")?.trim().parse::<usize>().ok());
+            if length.is_some_and(|n| raw.len() >= end + 4 + n) {
+                return raw;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return raw,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 fn dechunk(mut body: &[u8]) -> Vec<u8> {
@@ -496,8 +517,13 @@ pub fn parse_response(raw: &[u8]) -> Option<Response> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let mut response = Response::new(0).with_body(raw[split + 4..].to_vec());
     for line in std::str::from_utf8(&raw[..split]).ok()?.split("\r\n") {
-        let (name, value) = line.split_once(": ").or_else(|| line.split_once(' '))?;
-        if name == "Status" || name.starts_with("HTTP/") {
+        // A status line (`HTTP/1.1 200 OK`), or a header: `Name: value`, the
+        // space optional (chromedriver sends none).
+        let (name, value) = match line.strip_prefix("HTTP/") {
+            Some(rest) => ("HTTP/", rest.split_once(' ')?.1),
+            None => line.split_once(':').map(|(n, v)| (n, v.trim()))?,
+        };
+        if name == "Status" || name == "HTTP/" {
             response.status = value.get(..3)?.parse().ok()?;
         } else {
             response = response.with_header(name, value);
