@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use support::web::{self, Processes};
-use support::{wait_until, ResponseExt, Server, STARTUP};
+use support::ResponseExt;
 
 fn temp_dir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("webauth-apache-").tempdir().expect("temp dir");
@@ -105,18 +105,9 @@ fn proxy_fcgi_flow(mount: &str) {
     web::open_to_web_server(&run);
     let users = web::users_file(d);
     let mut procs = Processes::new();
+    web::listen_programs(&mut procs, d, &run, &users);
     for p in ["index", "login", "logout"] {
         let socket = run.join(format!("{p}.sock"));
-        let mut command = Command::new(support::bin(p));
-        command
-            .arg("--listen")
-            .arg(&socket)
-            .args(["--workers", "1"])
-            .env_clear()
-            .env("WEBAUTH_USERS", &users)
-            .env("WEBAUTH_STORE", format!("sqlite:{}", d.join("sessions.db").display()));
-        procs.push(Server::spawn(p, command, &d.join(format!("{p}.err"))));
-        wait_until(p, STARTUP, || socket.exists().then_some(()));
         // As systemd's SocketGroup=www-data would: Apache's user connects.
         if web::as_root() {
             let status = Command::new("chgrp").arg("www-data").arg(&socket).status().expect("chgrp");

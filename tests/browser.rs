@@ -10,30 +10,16 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use support::web::{self, Processes};
 use support::webdriver::{screenshot_path, Browser};
-use support::{wait_until, Server, STARTUP};
+use support::{wait_until, STARTUP};
 
 /// nginx's recipe in front of the three programs on `--listen` unix sockets.
 fn nginx_site(dir: &Path) -> (Processes, u16) {
     let users = web::users_file(dir);
     let mut procs = Processes::new();
-    for program in ["index", "login", "logout"] {
-        let socket = dir.join(format!("{program}.sock"));
-        let mut command = Command::new(support::bin(program));
-        command
-            .arg("--listen")
-            .arg(&socket)
-            .args(["--workers", "1"])
-            .env_clear()
-            .env("WEBAUTH_USERS", &users)
-            .env("WEBAUTH_STORE", format!("sqlite:{}", dir.join("sessions.db").display()))
-            .stdout(Stdio::null());
-        procs.push(Server::spawn(program, command, &dir.join(format!("{program}.err"))));
-        wait_until(program, STARTUP, || socket.exists().then_some(()));
-    }
+    web::listen_programs(&mut procs, dir, dir, &users);
     let port = web::free_port();
     let recipe = web::recipe("nginx/webauth.conf");
     let recipe = web::fill(&recipe, "listen 80;", &format!("listen 127.0.0.1:{port};"));

@@ -91,15 +91,7 @@ fn two_hundred_requests_in_a_row_each_on_a_new_connection_all_get_200() {
 #[test]
 fn keep_conn_serves_twenty_requests_on_one_connection() {
     let program = start("index", Transport::Unix);
-    let mut conn = program.addr.connect().expect("connect");
-    for id in 1..=20u16 {
-        let reply = conn.request(id, RESPONDER, true, &nginx_params("GET", "/"), b"").expect("reply");
-        assert_login_form(&reply, &format!("request {id} on the kept connection"));
-    }
-    // Without FCGI_KEEP_CONN the last one closes it.
-    let reply = conn.request(21, RESPONDER, false, &nginx_params("GET", "/"), b"").expect("reply");
-    assert_eq!(reply.status(), Some(200));
-    assert!(conn.is_closed().expect("read"), "closed after a request without keep-conn");
+    check_keep_conn(&program.addr);
 }
 
 #[test]

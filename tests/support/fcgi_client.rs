@@ -341,3 +341,19 @@ pub fn finish_held_request(mut conn: Conn) -> Option<u16> {
     conn.send(&encode_record(STDIN, 1, b"")).expect("send the end of the request");
     conn.read_reply(1).ok().and_then(|r| r.status())
 }
+
+/// Twenty requests with FCGI_KEEP_CONN on one connection, each answered
+/// with the login page, then one without it, after which the program closes
+/// the connection: the same for every front end.
+pub fn check_keep_conn(addr: &Address) {
+    let mut conn = addr.connect().expect("connect");
+    for id in 1..=20u16 {
+        let reply = conn.request(id, RESPONDER, true, &nginx_params("GET", "/"), b"").expect("reply");
+        assert_eq!(reply.protocol_status, REQUEST_COMPLETE, "request {id} on the kept connection");
+        assert_eq!(reply.status(), Some(200), "request {id}: {}", String::from_utf8_lossy(&reply.stdout));
+        assert!(reply.body_text().contains("<form"), "request {id}: {}", reply.body_text());
+    }
+    let reply = conn.request(21, RESPONDER, false, &nginx_params("GET", "/"), b"").expect("reply");
+    assert_eq!(reply.status(), Some(200));
+    assert!(conn.is_closed().expect("read"), "closed after a request without keep-conn");
+}

@@ -184,6 +184,25 @@ pub fn shared_host_bundle(www: &Path, mount: &str) -> PathBuf {
     folder
 }
 
+/// index, login and logout, each `--listen` on `SOCKETS/NAME.sock` with one
+/// worker, sharing `users` and a store in `dir`; returns once they listen.
+pub fn listen_programs(procs: &mut Processes, dir: &Path, sockets: &Path, users: &Path) {
+    for program in ["index", "login", "logout"] {
+        let socket = sockets.join(format!("{program}.sock"));
+        let mut command = Command::new(super::bin(program));
+        command
+            .arg("--listen")
+            .arg(&socket)
+            .args(["--workers", "1"])
+            .env_clear()
+            .env("WEBAUTH_USERS", users)
+            .env("WEBAUTH_STORE", format!("sqlite:{}", dir.join("sessions.db").display()))
+            .stdout(Stdio::null());
+        procs.push(Server::spawn(program, command, &dir.join(format!("{program}.err"))));
+        wait_until(program, STARTUP, || socket.exists().then_some(()));
+    }
+}
+
 /// One request to 127.0.0.1:`port` with the `Host` a browser sends.
 pub fn get_or_post(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     let host = format!("127.0.0.1:{port}");
