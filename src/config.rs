@@ -227,6 +227,11 @@ impl Config {
                 })
             }
         };
+        let rehash = match var("WEBAUTH_REHASH").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(v) => return Err(ConfigError { name: "WEBAUTH_REHASH", value: v.to_string(), expected: "on or off" }),
+        };
         let supervisor = match var("WEBAUTH_SUPERVISOR") {
             None => None,
             Some(v) => Some(v.trim().parse::<u32>().map_err(|_| ConfigError {
@@ -273,7 +278,7 @@ impl Config {
             stop_timeout: Duration::from_secs(duration("WEBAUTH_STOP_TIMEOUT", 10)?.unsigned_abs()),
             supervisor,
             min_password,
-            rehash: crate::users::rehash_setting(var("WEBAUTH_REHASH").as_deref()),
+            rehash,
         })
     }
 
@@ -392,6 +397,8 @@ mod tests {
         assert_eq!(c.state_dir, Path::new("/var/lib/webauth"));
         assert_eq!(c.hsts.as_deref(), Some("max-age=31536000"));
         assert_eq!(c.stop_timeout, Duration::from_secs(10));
+        assert!(c.rehash);
+        assert_eq!(c.min_password, 8);
         assert_eq!(c.touch_interval(), 60);
     }
 
@@ -421,6 +428,16 @@ mod tests {
         let c = config(&[("WEBAUTH_STORE", "sqlite:/srv/w/s.db"), ("WEBAUTH_STATE_DIR", "/run/w")]).unwrap();
         assert_eq!(c.state_dir, Path::new("/run/w"));
         assert_eq!(config(&[("WEBAUTH_STORE", "sqlite:")]).unwrap_err().name, "WEBAUTH_STORE");
+    }
+
+    #[test]
+    fn rehash_is_on_or_off_and_min_password_never_below_8() {
+        assert!(!config(&[("WEBAUTH_REHASH", "off")]).unwrap().rehash);
+        assert!(!config(&[("WEBAUTH_REHASH", " OFF ")]).unwrap().rehash);
+        assert!(config(&[("WEBAUTH_REHASH", "on")]).unwrap().rehash);
+        assert_eq!(config(&[("WEBAUTH_REHASH", "maybe")]).unwrap_err().name, "WEBAUTH_REHASH");
+        assert_eq!(config(&[("WEBAUTH_MIN_PASSWORD", "15")]).unwrap().min_password, 15);
+        assert_eq!(config(&[("WEBAUTH_MIN_PASSWORD", "6")]).unwrap_err().name, "WEBAUTH_MIN_PASSWORD");
     }
 
     #[test]

@@ -17,8 +17,7 @@ use std::path::Path;
 
 /// The mode for a new file of group `gid`: see the module's doc.
 fn private_mode(gid: u32) -> u32 {
-    // SAFETY: getegid has no preconditions and cannot fail.
-    if gid == unsafe { libc::getegid() } {
+    if gid == rustix::process::getegid().as_raw() {
         0o600
     } else {
         0o660
@@ -38,8 +37,7 @@ pub fn open_private(path: &Path) -> io::Result<File> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             let file = OpenOptions::new().read(true).write(true).open(path)?;
             let m = file.metadata()?;
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            if m.mode() & 0o007 != 0 && m.uid() == unsafe { libc::geteuid() } {
+            if m.mode() & 0o007 != 0 && m.uid() == rustix::process::geteuid().as_raw() {
                 file.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o770))?;
             }
             Ok(file)
@@ -125,8 +123,7 @@ mod tests {
             std::fs::metadata(&path).unwrap().mode() & 0o777
         };
         assert_eq!(mode_of_new("ours"), 0o600, "a file of our own group");
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
+        if rustix::process::geteuid().is_root() {
             std::os::unix::fs::chown(&dir, None, Some(65534)).unwrap();
             assert_eq!(mode_of_new("plain"), 0o600, "without setgid the file is of our group");
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2755)).unwrap();

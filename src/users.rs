@@ -540,12 +540,6 @@ pub fn upgrade_after_login(path: &Path, rehash: bool, user: &User, password: &st
     }
 }
 
-/// Whether a `WEBAUTH_REHASH` setting lets logins upgrade bcrypt hashes:
-/// `off` turns it off; unset or anything else leaves it on.
-pub fn rehash_setting(value: Option<&str>) -> bool {
-    !value.is_some_and(|v| v.trim().eq_ignore_ascii_case("off"))
-}
-
 /// The users file's entries from its text (`None`: no file yet).
 fn parse_entries(text: Option<&str>, path: &Path) -> Result<Map<String, Value>, UsersError> {
     match text.map(serde_json::from_str) {
@@ -754,14 +748,6 @@ mod tests {
         let shown = shown_username(&long);
         assert_eq!(shown.chars().count(), 64 + 3, "{shown}");
         assert!(shown.ends_with('…'));
-    }
-
-    #[test]
-    fn rehash_is_on_unless_set_off() {
-        assert!(rehash_setting(None));
-        assert!(rehash_setting(Some("on")));
-        assert!(!rehash_setting(Some("off")));
-        assert!(!rehash_setting(Some(" OFF ")));
     }
 
     #[test]
