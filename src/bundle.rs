@@ -48,6 +48,8 @@ pub fn htaccess(plan: &Plan) -> String {
          SetEnv WEBAUTH_MOUNT {mount}\n\
          \n\
          RewriteEngine On\n\
+         # The folder's URL, also when an Alias (deploy/apache/cgi.conf) serves it.\n\
+         RewriteBase {mount}\n\
          RewriteRule ^$ index.cgi [END]\n\
          RewriteRule ^login$ login.cgi [END]\n\
          RewriteRule ^logout$ logout.cgi [END]\n\
@@ -164,6 +166,7 @@ mod tests {
             "SetEnv WEBAUTH_USERS data/users.json",
             "SetEnv WEBAUTH_STORE sqlite:data/sessions.db",
             "SetEnv WEBAUTH_MOUNT /members/",
+            "RewriteBase /members/",
             "RewriteRule ^login$ login.cgi [END]",
             "RewriteRule ^ - [F]",
         ] {

@@ -184,11 +184,12 @@ pub fn run(deployment: &Deployment) -> Vec<Finding> {
     match &config.store {
         Store::Sqlite(path) => {
             let path = deployment.resolve(path);
-            check_store(&path, &mut findings);
+            check_store(&path, runner(deployment), &mut findings);
             check_secret_file("session store", &path, deployment, &mut findings);
         }
     }
-    check_writable_dir("state directory (verification slots)", &deployment.resolve(&config.state_dir), &mut findings);
+    let state = deployment.resolve(&config.state_dir);
+    check_writable_dir("state directory (verification slots)", &state, runner(deployment), &mut findings);
     check_templates(&config, deployment, &mut findings);
     if config.cookie_secure == CookieSecure::Never {
         findings.push(warn(
@@ -258,7 +259,27 @@ fn check_secret_file(what: &str, path: &Path, deployment: &Deployment, findings:
     }
 }
 
-fn check_store(path: &Path, findings: &mut Vec<Finding>) {
+/// Whom the programs run as, when this user (root) is not it and it can be
+/// told: under suexec, the owner of the web folder.
+fn runner(deployment: &Deployment) -> Option<u32> {
+    if !rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let owner = std::fs::metadata(deployment.web_dir.as_ref()?).ok()?.uid();
+    (owner != 0).then_some(owner)
+}
+
+/// Whether user `uid` (not root) may create files in a directory, by its modes.
+fn writable_by(meta: &std::fs::Metadata, uid: u32) -> bool {
+    let mode = meta.mode();
+    if meta.uid() == uid {
+        return mode & 0o300 == 0o300;
+    }
+    // Group membership cannot be told cheaply; only the owner and others count.
+    mode & 0o003 == 0o003
+}
+
+fn check_store(path: &Path, runner: Option<u32>, findings: &mut Vec<Finding>) {
     if path.exists() {
         match crate::store::sqlite::SqliteStore::open(&path.to_string_lossy()) {
             Ok(_) => findings.push(ok(format!("session store {} opens for writing", path.display()))),
@@ -267,17 +288,24 @@ fn check_store(path: &Path, findings: &mut Vec<Finding>) {
         }
     } else {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        check_writable_dir(
-            &format!("folder of the session store {} (created at the first login)", path.display()),
-            dir,
-            findings,
-        );
+        let what = format!("folder of the session store {} (created at the first login)", path.display());
+        check_writable_dir(&what, dir, runner, findings);
     }
 }
 
-/// Whether this user can create a file in `dir`: tried, not guessed from modes.
-fn check_writable_dir(what: &str, dir: &Path, findings: &mut Vec<Finding>) {
+/// Whether this user can create a file in `dir`: tried, not guessed from
+/// modes. Run as root for another user (`runner`), their modes decide too.
+fn check_writable_dir(what: &str, dir: &Path, runner: Option<u32>, findings: &mut Vec<Finding>) {
     match tempfile::Builder::new().prefix(".webauth-check-").tempfile_in(dir) {
+        Ok(_) if runner.is_some_and(|uid| !std::fs::metadata(dir).is_ok_and(|m| writable_by(&m, uid))) => findings
+            .push(fail(
+                format!(
+                    "{what}: {} is not writable by user {} (the web folder's owner, whom the programs run as)",
+                    dir.display(),
+                    runner.unwrap_or_default()
+                ),
+                format!("chown that user {} (or run this check as that user)", dir.display()),
+            )),
         Ok(_) => {
             let shared = std::fs::metadata(dir).is_ok_and(|m| m.mode() & 0o002 != 0);
             if shared {

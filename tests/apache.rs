@@ -57,6 +57,24 @@ fn mod_cgi_serves_the_shared_host_bundle_at_a_sub_path_and_at_the_root() {
 }
 
 #[test]
+fn mod_cgi_serves_the_bundle_through_the_alias_recipe() {
+    let dir = temp_dir();
+    let folder = web::shared_host_bundle_at(&dir.path().join("webauth-members"), "/members/");
+    web::give_to_web_server(&folder);
+    let recipe = web::fill(&web::recipe("apache/cgi.conf"), "/var/www/webauth-members", &folder.display().to_string());
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).expect("www");
+    let body = format!("DocumentRoot {}\n{recipe}", www.display());
+    let port = web::free_port();
+    let conf = web::apache_conf(dir.path(), port, &["rewrite", "cgi"], &body);
+    let mut procs = Processes::new();
+    web::start_apache(&mut procs, dir.path(), port, &conf);
+    web::login_flow(port, "/members/", &log(dir.path()));
+    let got = web::get_or_post(port, "GET", "/members/data/users.json", &[], b"");
+    assert_eq!(got.status, 403, "{}", got.text());
+}
+
+#[test]
 fn mod_fcgid_runs_the_programs_from_the_recipe() {
     for mount in ["/members/", "/"] {
         fcgid_flow(mount);

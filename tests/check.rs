@@ -135,3 +135,26 @@ fn cookie_secure_never_is_a_warning() {
     assert!(passed, "a warning alone passes: {report}");
     assert!(report.lines().any(|l| l.starts_with("warn") && l.contains("WEBAUTH_COOKIE_SECURE=never")), "{report}");
 }
+
+#[test]
+fn run_as_root_the_folder_owner_is_who_must_write() {
+    if !support::running_as_root() {
+        // Not root: the check already runs as the user it checks for; the
+        // unwritable-folder case above covers it.
+        let (_dir, folder) = bundle();
+        assert!(check(&folder, false).0);
+        return;
+    }
+    let (_dir, folder) = bundle();
+    // Under suexec the programs run as the folder's owner: nobody here, while
+    // data/ stays root's 0700.
+    let status = Command::new("chown").arg("65534").arg(&folder).status().expect("chown");
+    assert!(status.success());
+    let (passed, report) = check(&folder, false);
+    assert!(!passed, "{report}");
+    assert!(failing_lines(&report).iter().any(|l| l.contains("not writable by user 65534")), "{report}");
+    let status = Command::new("chown").arg("-R").arg("65534").arg(&folder).status().expect("chown");
+    assert!(status.success());
+    let (passed, report) = check(&folder, false);
+    assert!(passed, "owned by the folder's owner: {report}");
+}

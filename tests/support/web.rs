@@ -160,7 +160,12 @@ pub fn admin(args: &[&str], env: &[(&str, &Path)], stdin: &str) -> String {
 /// A shared-host folder at `mount` inside `www`, as its user would make it:
 /// the bundle command with john as the first user, then jane added.
 pub fn shared_host_bundle(www: &Path, mount: &str) -> PathBuf {
-    let folder = www.join(mount.trim_matches('/'));
+    shared_host_bundle_at(&www.join(mount.trim_matches('/')), mount)
+}
+
+/// The same, in `folder`, to be served at `mount` (through an Alias).
+pub fn shared_host_bundle_at(folder: &Path, mount: &str) -> PathBuf {
+    let folder = folder.to_path_buf();
     let programs = Path::new(super::bin("index")).parent().expect("the programs' folder").to_path_buf();
     let args = [
         "bundle",
