@@ -149,6 +149,9 @@ pub struct Request {
     pub script_name: String,
     pub path_info: String,
     pub query: String,
+    /// `REQUEST_URI`: the path and query the browser asked for, which after a
+    /// web server's internal redirect (an error page) is not this program's.
+    pub request_uri: String,
     pub content_type: String,
     pub cookie_header: String,
     /// `HTTP_HOST` as sent (may lack the port, see SPEC.md).
@@ -180,6 +183,7 @@ impl Request {
             script_name: get("SCRIPT_NAME").to_string(),
             path_info: get("PATH_INFO").to_string(),
             query: get("QUERY_STRING").to_string(),
+            request_uri: get("REQUEST_URI").to_string(),
             content_type: get("CONTENT_TYPE").to_string(),
             cookie_header: get("HTTP_COOKIE").to_string(),
             host: get("HTTP_HOST").to_string(),

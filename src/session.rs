@@ -184,6 +184,27 @@ pub fn current(
     token: &Token,
     now: i64,
 ) -> Result<Option<Live>, StoreError> {
+    lookup(config, store, token, now, true)
+}
+
+/// Like [`current`], but a session that has run out is only not live: the
+/// gate in front of other content writes nothing but the last-seen touch.
+pub fn current_without_cleanup(
+    config: &Config,
+    store: &mut dyn SessionStore,
+    token: &Token,
+    now: i64,
+) -> Result<Option<Live>, StoreError> {
+    lookup(config, store, token, now, false)
+}
+
+fn lookup(
+    config: &Config,
+    store: &mut dyn SessionStore,
+    token: &Token,
+    now: i64,
+    end_stale: bool,
+) -> Result<Option<Live>, StoreError> {
     let id = token.id();
     let Some(record) = store.get(&id)? else { return Ok(None) };
     match judge(config, &record, now) {
@@ -194,7 +215,9 @@ pub fn current(
             Ok(Some(Live { id, username: record.username }))
         }
         Verdict::Idle | Verdict::Expired => {
-            store.delete(&id)?;
+            if end_stale {
+                store.delete(&id)?;
+            }
             Ok(None)
         }
     }

@@ -42,6 +42,12 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
     let mount = req.mount(&config);
     match req.method.as_str() {
         "GET" | "HEAD" => {
+            if let Some(elsewhere) = sent_here_from(req, &mount) {
+                // The gate's error page: send the browser to the login page,
+                // keeping where it wanted to go.
+                let next: String = url::form_urlencoded::byte_serialize(elsewhere.as_bytes()).collect();
+                return Ok(Response::redirect_303(&format!("{mount}login?next={next}")));
+            }
             let next = safe_next(req.query_param("next").as_deref(), &mount);
             return login_page(app, req, 200, &LoginForm { next: &next, ..LoginForm::default() });
         }
@@ -107,6 +113,17 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
         Response::redirect_303(&next)
     };
     Ok(response.with_header("Set-Cookie", &cookie))
+}
+
+/// The page a browser asked for when the web server showed it the login
+/// program instead (nginx `error_page 401 = @login`, Apache `ErrorDocument
+/// 401`): `REQUEST_URI` is then neither the login's URL nor this program's.
+/// Only a safe local path counts.
+fn sent_here_from(req: &Request, mount: &str) -> Option<String> {
+    let path = req.request_uri.split('?').next().unwrap_or("");
+    let ours = path.is_empty() || path == format!("{mount}login") || path == req.script_name;
+    (!ours && req.query_param("next").is_none() && super::is_local_path(&req.request_uri))
+        .then(|| req.request_uri.clone())
 }
 
 /// One of the host's verification slots (see [`crate::slots`]), in the

@@ -1,10 +1,12 @@
 //! The route handlers, one per program, and what they share: reading a login
 //! or logout body strictly, the safe `next` target, the session lookup.
 
+pub mod auth;
 pub mod index;
 pub mod login;
 pub mod logout;
 
+pub use auth::auth;
 pub use index::index;
 pub use login::login;
 pub use logout::logout;
@@ -158,6 +160,16 @@ pub fn current_session(app: &mut App, req: &Request) -> Result<(Option<Live>, bo
     }
     let stale = live.is_none();
     Ok((live, stale))
+}
+
+/// The live session of a request for the gate: no audit line (a protected
+/// page's every image would write one), no session ended, no cookie.
+pub fn current_session_quietly(app: &mut App, req: &Request) -> Result<Option<Live>, Error> {
+    let config = app.config();
+    let CookieState::Present(token) = session::read_cookie(&req.cookie_header, &config.cookie_name) else {
+        return Ok(None);
+    };
+    Ok(session::current_without_cleanup(&config, app.store()?, &token, session::now())?)
 }
 
 /// Ends every session whose token the request carries (see

@@ -165,6 +165,7 @@ pub fn bin(program: &str) -> &'static str {
         "index" => env!("CARGO_BIN_EXE_index"),
         "login" => env!("CARGO_BIN_EXE_login"),
         "logout" => env!("CARGO_BIN_EXE_logout"),
+        "auth" => env!("CARGO_BIN_EXE_auth"),
         "webauth" => env!("CARGO_BIN_EXE_webauth"),
         other => panic!("no program {other}"),
     }

@@ -189,10 +189,10 @@ pub fn shared_host_bundle_at(folder: &Path, mount: &str) -> PathBuf {
     folder
 }
 
-/// index, login and logout, each `--listen` on `SOCKETS/NAME.sock` with one
+/// index, login, logout and auth, each `--listen` on `SOCKETS/NAME.sock` with one
 /// worker, sharing `users` and a store in `dir`; returns once they listen.
 pub fn listen_programs(procs: &mut Processes, dir: &Path, sockets: &Path, users: &Path) {
-    for program in ["index", "login", "logout"] {
+    for program in ["index", "login", "logout", "auth"] {
         let socket = sockets.join(format!("{program}.sock"));
         let mut command = Command::new(super::bin(program));
         command
