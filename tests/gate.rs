@@ -75,3 +75,74 @@ fn nginx_auth_request_protects_a_folder_and_an_app() {
     assert_eq!(web::get_or_post(port, "POST", "/logout", &logout, b"").status, 303);
     assert_eq!(get("/private/file.html", Some(&cookie)).status, 303, "logout makes /private/ refuse again");
 }
+
+#[test]
+fn apache_mod_authnz_fcgi_protects_a_folder_and_hands_on_remote_user() {
+    let dir = support::temp_dir();
+    let d = dir.path();
+    web::open_to_web_server(d);
+    let users = web::users_file(d);
+    // A CGI script in the protected folder, printing what Apache gives it.
+    let private = d.join("private");
+    std::fs::create_dir(&private).expect("folder");
+    let script = private.join("whoami.cgi");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"REMOTE_USER=$REMOTE_USER\"\necho \"WEBAUTH_FIRST=$WEBAUTH_FIRST\"\n",
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let run = d.join("run");
+    std::fs::create_dir(&run).expect("run");
+    web::open_to_web_server(&run);
+    let mut procs = Processes::new();
+    for program in ["index", "login", "logout"] {
+        let socket = run.join(format!("{program}.sock"));
+        web::listen_program(&mut procs, program, &socket.display().to_string(), d, &users);
+        support::wait_until(program, support::STARTUP, || socket.exists().then_some(()));
+        if web::as_root() {
+            let status = std::process::Command::new("chgrp").arg("www-data").arg(&socket).status().expect("chgrp");
+            assert!(status.success());
+        }
+    }
+    let auth_port = web::free_port();
+    web::listen_program(&mut procs, "auth", &format!("127.0.0.1:{auth_port}"), d, &users);
+    support::wait_until("auth", support::STARTUP, || std::net::TcpStream::connect(("127.0.0.1", auth_port)).ok());
+
+    let login = web::fill(&web::recipe("apache/proxy-fcgi.conf"), "/run/webauth/", &format!("{}/", run.display()));
+    let gate = web::fill(&web::recipe("apache/authorizer.conf"), "127.0.0.1:9101", &format!("127.0.0.1:{auth_port}"));
+    let body = format!(
+        "{login}\n{gate}\nAlias /private/ {p}/\n<Directory {p}>\n  Options +ExecCGI\n  AddHandler cgi-script .cgi\n</Directory>\n",
+        p = private.display()
+    );
+    let port = web::free_port();
+    let conf = web::apache_conf(d, port, &["cgi", "authn_core", "authz_user"], &body);
+    web::start_apache(&mut procs, d, port, &conf);
+    let log = || std::fs::read_to_string(d.join("error.log")).unwrap_or_default();
+    let get = |path: &str, cookie: Option<&str>| {
+        let headers: Vec<(&str, &str)> = cookie.map(|c| ("Cookie", c)).into_iter().collect();
+        web::get_or_post(port, "GET", path, &headers, b"")
+    };
+
+    // Anonymous: to the login page, keeping where it was going.
+    let refused = get("/private/whoami.cgi?a=1", None);
+    assert_eq!(refused.status, 303, "{:?}\n{}\n{}", refused.headers, refused.text(), log());
+    assert_eq!(refused.header("Location"), Some("/members/login?next=%2Fprivate%2Fwhoami.cgi%3Fa%3D1"));
+
+    let origin = format!("http://127.0.0.1:{port}");
+    let json = [("Content-Type", "application/json"), ("Origin", origin.as_str())];
+    let ok = web::get_or_post(port, "POST", "/members/login", &json, br#"{"username":"john","password":"johnpass"}"#);
+    assert_eq!(ok.status, 200, "{}\n{}", ok.text(), log());
+    let cookie = ok.cookie().expect("a session cookie");
+    let page = get("/private/whoami.cgi", Some(&cookie));
+    assert_eq!(page.status, 200, "{}\n{}", page.text(), log());
+    assert!(page.text().contains("REMOTE_USER=john\n"), "{}", page.text());
+    assert!(page.text().contains("WEBAUTH_FIRST=John\n"), "{}", page.text());
+
+    for forged in ["webauth=Session::john".to_string(), format!("webauth={}", "A".repeat(43))] {
+        assert_eq!(get("/private/whoami.cgi", Some(&forged)).status, 303, "{forged}");
+    }
+    let logout = [("Content-Type", "application/json"), ("Origin", origin.as_str()), ("Cookie", cookie.as_str())];
+    assert_eq!(web::get_or_post(port, "POST", "/members/logout", &logout, b"{}").status, 200);
+    assert_eq!(get("/private/whoami.cgi", Some(&cookie)).status, 303, "a logged-out cookie is refused");
+}

@@ -194,17 +194,24 @@ pub fn shared_host_bundle_at(folder: &Path, mount: &str) -> PathBuf {
 pub fn listen_programs(procs: &mut Processes, dir: &Path, sockets: &Path, users: &Path) {
     for program in ["index", "login", "logout", "auth"] {
         let socket = sockets.join(format!("{program}.sock"));
+        listen_program(procs, program, &socket.display().to_string(), dir, users);
+        wait_until(program, STARTUP, || socket.exists().then_some(()));
+    }
+}
+
+/// `program --listen ADDR --workers 1` on `users` and a store in `dir`.
+pub fn listen_program(procs: &mut Processes, program: &str, addr: &str, dir: &Path, users: &Path) {
+    {
         let mut command = Command::new(super::bin(program));
         command
             .arg("--listen")
-            .arg(&socket)
+            .arg(addr)
             .args(["--workers", "1"])
             .env_clear()
             .env("WEBAUTH_USERS", users)
             .env("WEBAUTH_STORE", format!("sqlite:{}", dir.join("sessions.db").display()))
             .stdout(Stdio::null());
         procs.push(Server::spawn(program, command, &dir.join(format!("{program}.err"))));
-        wait_until(program, STARTUP, || socket.exists().then_some(()));
     }
 }
 
