@@ -87,8 +87,21 @@ pub fn lay_out(plan: &Plan) -> Result<(), String> {
         if data.is_relative() {
             return Err(format!("--data {}: give an absolute path on the host (outside the web root)", data.display()));
         }
+        // It goes into SetEnv lines, which Apache splits at spaces.
+        let text = data.to_string_lossy();
+        if text.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\\' | '\'' | '$' | '%')) {
+            return Err(format!("--data {text:?}: use a path without spaces, quotes or control characters"));
+        }
     }
     make_dir(&plan.dir, 0o755)?;
+    // Whatever is there already is written over: never through a symlink
+    // that someone with access to the folder put there.
+    for name in ["index.cgi", "login.cgi", "logout.cgi", ".htaccess", "data", "data/.htaccess", "data/users.json"] {
+        let path = plan.dir.join(name);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!("{} is a symbolic link; refusing to write through it", path.display()));
+        }
+    }
     let unexpected: Vec<String> = fs::read_dir(&plan.dir)
         .map_err(|e| format!("{}: {e}", plan.dir.display()))?
         .flatten()
@@ -125,6 +138,9 @@ pub fn lay_out(plan: &Plan) -> Result<(), String> {
 
 fn make_dir(dir: &Path, mode: u32) -> Result<(), String> {
     match fs::DirBuilder::new().recursive(true).mode(mode).create(dir) {
+        Ok(()) if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) => {
+            Err(format!("{} is a symbolic link; refusing to use it", dir.display()))
+        }
         Ok(()) => set_mode(dir, mode),
         Err(e) => Err(format!("cannot create {}: {e}", dir.display())),
     }
@@ -137,7 +153,13 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
     let write = || -> io::Result<()> {
         use std::io::Write;
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
         f.write_all(bytes)?;
         f.sync_all()
     };
@@ -177,11 +199,25 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_mount_or_a_relative_data_folder_is_refused() {
+    fn a_bad_mount_or_data_folder_is_refused() {
         let mut p = plan(None);
         p.mount = "members".into();
         assert!(lay_out(&p).unwrap_err().contains("--mount"));
-        let p = plan(Some("data"));
-        assert!(lay_out(&p).unwrap_err().contains("--data"));
+        for data in ["data", "/my data", "/d\nRewriteRule ^data - [END]\n#", "/a\"b"] {
+            assert!(lay_out(&plan(Some(data))).unwrap_err().contains("--data"), "{data:?}");
+        }
+    }
+
+    #[test]
+    fn symlinks_in_the_folder_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("precious.txt");
+        fs::write(&victim, "keep").unwrap();
+        let folder = dir.path().join("m");
+        fs::create_dir(&folder).unwrap();
+        std::os::unix::fs::symlink(&victim, folder.join(".htaccess")).unwrap();
+        let p = Plan { dir: folder, mount: "/m/".into(), data: None, programs: PathBuf::from("/nonexistent") };
+        assert!(lay_out(&p).unwrap_err().contains("symbolic link"));
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
     }
 }

@@ -71,6 +71,8 @@ pub struct Deployment {
     pub web_dir: Option<PathBuf>,
     /// Whether that folder's `.htaccess` denies every other file in it.
     pub web_dir_denied: bool,
+    /// Lines of the configuration the web server would refuse.
+    pub problems: Vec<String>,
 }
 
 impl Deployment {
@@ -79,8 +81,22 @@ impl Deployment {
     pub fn from_htaccess(path: &Path) -> std::io::Result<Deployment> {
         let text = std::fs::read_to_string(path)?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let problems = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.trim_start().to_ascii_lowercase().starts_with("setenv ") && apache_words(l).len() > 3)
+            .map(|(n, l)| {
+                format!(
+                    "{}:{}: SetEnv takes a name and one value; Apache refuses {:?}",
+                    path.display(),
+                    n + 1,
+                    l.trim()
+                )
+            })
+            .collect();
         Ok(Deployment {
             vars: setenv_lines(&text),
+            problems,
             base: Some(dir.clone()),
             web_dir: Some(dir),
             web_dir_denied: text.lines().any(|l| {
@@ -104,19 +120,52 @@ impl Deployment {
     }
 }
 
-/// `SetEnv NAME VALUE` lines (the value may be quoted), in order.
+/// `SetEnv NAME VALUE` lines, split into words as Apache splits them
+/// (double quotes group), in order.
 pub fn setenv_lines(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|line| {
-            let mut words = line.trim().splitn(3, char::is_whitespace);
-            if !words.next()?.eq_ignore_ascii_case("SetEnv") {
+            let words = apache_words(line);
+            if !words.first()?.eq_ignore_ascii_case("SetEnv") {
                 return None;
             }
-            let name = words.next()?.to_string();
-            let value = words.next().unwrap_or("").trim();
-            Some((name, unquote(value)))
+            Some((words.get(1)?.clone(), words.get(2).cloned().unwrap_or_default()))
         })
         .collect()
+}
+
+/// A configuration line's words: split at white space, double quotes
+/// grouping (with `\"` inside them).
+fn apache_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = line.trim().chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut word = String::new();
+        if c == '"' {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' if chars.peek() == Some(&'"') => word.push(chars.next().unwrap_or('"')),
+                    '"' => break,
+                    c => word.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                word.push(c);
+                chars.next();
+            }
+        }
+        words.push(word);
+    }
+    words
 }
 
 /// `Environment=NAME=VALUE ...` lines of a unit (each assignment may be quoted).
@@ -131,15 +180,6 @@ pub fn environment_lines(text: &str) -> Vec<(String, String)> {
         }
     }
     vars
-}
-
-fn unquote(value: &str) -> String {
-    let quoted = value.len() >= 2 && value.starts_with('"') && value.ends_with('"');
-    if quoted {
-        value[1..value.len() - 1].to_string()
-    } else {
-        value.to_string()
-    }
 }
 
 /// Splits on spaces outside double quotes, dropping the quotes.
@@ -166,7 +206,8 @@ fn split_quoted(text: &str) -> Vec<String> {
 
 /// Runs every check; the caller prints them and fails on any [`Level::Fail`].
 pub fn run(deployment: &Deployment) -> Vec<Finding> {
-    let mut findings = Vec::new();
+    let mut findings: Vec<Finding> =
+        deployment.problems.iter().map(|p| fail(p.clone(), "quote the value, or use a path without spaces")).collect();
     let config = match Config::from_vars(&deployment.vars) {
         Ok(config) => config,
         Err(e) => {
@@ -362,11 +403,16 @@ mod tests {
     #[test]
     fn setenv_and_environment_lines_are_read_as_the_servers_read_them() {
         let htaccess =
-            "# x\nSetEnv WEBAUTH_USERS data/users.json\n  setenv WEBAUTH_MOUNT \"/members/\"\nRewriteEngine On\n";
+            "# x\nSetEnv WEBAUTH_USERS data/users.json\n  setenv WEBAUTH_MOUNT \"/members/\"\nSetEnv A \"b c\"\nRewriteEngine On\n";
         assert_eq!(
             setenv_lines(htaccess),
-            vec![("WEBAUTH_USERS".into(), "data/users.json".into()), ("WEBAUTH_MOUNT".into(), "/members/".into())]
+            vec![
+                ("WEBAUTH_USERS".into(), "data/users.json".into()),
+                ("WEBAUTH_MOUNT".into(), "/members/".into()),
+                ("A".into(), "b c".into())
+            ]
         );
+        assert_eq!(apache_words("SetEnv X /my data/users.json").len(), 4, "Apache refuses this line");
         let unit = "[Service]\nEnvironment=WEBAUTH_USERS=/etc/u.json\nEnvironment=\"WEBAUTH_LOG=json\" A=b\n";
         assert_eq!(
             environment_lines(unit),

@@ -28,15 +28,27 @@ fn private_mode(gid: u32) -> u32 {
 /// (see the module's doc) when it is missing. An existing file that others
 /// can read loses those bits when it is ours (older versions made 0644).
 pub fn open_private(path: &Path) -> io::Result<File> {
-    match OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path) {
+    // O_NOFOLLOW: a symlink planted where the file belongs (by anyone who can
+    // write the directory) is refused, not followed to another file.
+    let nofollow = libc::O_NOFOLLOW;
+    match OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).custom_flags(nofollow).open(path) {
         Ok(file) => {
             let mode = private_mode(file.metadata()?.gid());
             file.set_permissions(std::fs::Permissions::from_mode(mode))?;
             Ok(file)
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let file = OpenOptions::new().read(true).write(true).open(path)?;
+            let file = OpenOptions::new().read(true).write(true).custom_flags(nofollow).open(path).map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    io::Error::other(format!("{} is a symbolic link; refusing to follow it", path.display()))
+                } else {
+                    e
+                }
+            })?;
             let m = file.metadata()?;
+            if !m.is_file() {
+                return Err(io::Error::other(format!("{} is not a regular file", path.display())));
+            }
             if m.mode() & 0o007 != 0 && m.uid() == rustix::process::geteuid().as_raw() {
                 file.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o770))?;
             }
@@ -111,6 +123,19 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         open_private(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o640, "others lose their bits");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_planted_symlink_is_refused_not_followed() {
+        let dir = temp_dir("link");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "x").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o646)).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("slot")).unwrap();
+        let err = open_private(&dir.join("slot")).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::metadata(&victim).unwrap().mode() & 0o777, 0o646, "the target is untouched");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

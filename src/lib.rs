@@ -36,6 +36,9 @@ pub use http::{Request, Response, Role};
 
 use std::process::ExitCode;
 
+/// The most worker processes `--listen` starts: each is a whole process.
+pub const MAX_WORKERS: usize = 256;
+
 /// How a program was started (SPEC.md, "Front ends").
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrontEnd {
@@ -54,6 +57,16 @@ pub enum FrontEnd {
 impl FrontEnd {
     /// Decides from the arguments, fd 0 and the environment.
     pub fn detect(args: &[String], fd0_listening: bool, cgi_env: bool) -> FrontEnd {
+        // A process manager's socket, then a CGI request, decide before the
+        // arguments: a web server makes a query string without `=` into a
+        // CGI program's arguments (RFC 3875, 4.4), and a visitor must not
+        // start a server with `?--listen+...`.
+        if fd0_listening {
+            return FrontEnd::Fd0;
+        }
+        if cgi_env {
+            return FrontEnd::Cgi;
+        }
         let mut addr = None;
         let mut workers = None;
         let mut it = args.iter();
@@ -63,10 +76,12 @@ impl FrontEnd {
                     Some(a) => addr = Some(a.clone()),
                     None => return FrontEnd::Usage("--listen needs an address".into()),
                 },
-                "--workers" => match it.next().and_then(|n| n.parse::<usize>().ok()).filter(|&n| n > 0) {
-                    Some(n) => workers = Some(n),
-                    None => return FrontEnd::Usage("--workers needs a number above zero".into()),
-                },
+                "--workers" => {
+                    match it.next().and_then(|n| n.parse::<usize>().ok()).filter(|n| (1..=MAX_WORKERS).contains(n)) {
+                        Some(n) => workers = Some(n),
+                        None => return FrontEnd::Usage(format!("--workers needs a number from 1 to {MAX_WORKERS}")),
+                    }
+                }
                 "-h" | "--help" => return FrontEnd::Usage(String::new()),
                 other => return FrontEnd::Usage(format!("unknown argument {other:?}")),
             }
@@ -74,8 +89,6 @@ impl FrontEnd {
         match addr {
             Some(addr) => FrontEnd::Listen { addr, workers },
             None if workers.is_some() => FrontEnd::Usage("--workers goes with --listen".into()),
-            None if fd0_listening => FrontEnd::Fd0,
-            None if cgi_env => FrontEnd::Cgi,
             None => FrontEnd::Usage(String::new()),
         }
     }
@@ -122,10 +135,17 @@ mod tests {
     #[test]
     fn front_end_detection() {
         assert_eq!(FrontEnd::detect(&args(&[]), true, true), FrontEnd::Fd0);
+        // A query string without `=` becomes a CGI program's arguments: ignored.
+        assert_eq!(FrontEnd::detect(&args(&["--listen", "127.0.0.1:9"]), false, true), FrontEnd::Cgi);
+        assert_eq!(FrontEnd::detect(&args(&["x"]), false, true), FrontEnd::Cgi);
+        assert!(matches!(
+            FrontEnd::detect(&args(&["--listen", "x", "--workers", "100000"]), false, false),
+            FrontEnd::Usage(_)
+        ));
         assert_eq!(FrontEnd::detect(&args(&[]), false, true), FrontEnd::Cgi);
         assert!(matches!(FrontEnd::detect(&args(&[]), false, false), FrontEnd::Usage(_)));
         assert_eq!(
-            FrontEnd::detect(&args(&["--listen", "/run/w.sock", "--workers", "3"]), true, true),
+            FrontEnd::detect(&args(&["--listen", "/run/w.sock", "--workers", "3"]), false, false),
             FrontEnd::Listen { addr: "/run/w.sock".into(), workers: Some(3) }
         );
         assert!(matches!(FrontEnd::detect(&args(&["--listen"]), false, false), FrontEnd::Usage(_)));
@@ -133,6 +153,6 @@ mod tests {
             FrontEnd::detect(&args(&["--workers", "0", "--listen", "x"]), false, false),
             FrontEnd::Usage(_)
         ));
-        assert!(matches!(FrontEnd::detect(&args(&["--bogus"]), false, true), FrontEnd::Usage(_)));
+        assert!(matches!(FrontEnd::detect(&args(&["--bogus"]), false, false), FrontEnd::Usage(_)));
     }
 }

@@ -72,7 +72,8 @@ pub fn min_length(setting: Option<&str>) -> Result<usize, String> {
 /// holds the username, first and last names, each with what it is.
 pub fn check(password: &str, min: usize, personal: &[(&'static str, &str)]) -> Result<(), Weakness> {
     // Characters, not bytes: eight CJK characters are a long password.
-    let length = password.chars().count();
+    // White space does not count: eight spaces are no password.
+    let length = password.chars().filter(|c| !c.is_whitespace()).count();
     if length < min.max(MIN_LENGTH) {
         return Err(Weakness::TooShort { length, min: min.max(MIN_LENGTH) });
     }
@@ -80,10 +81,17 @@ pub fn check(password: &str, min: usize, personal: &[(&'static str, &str)]) -> R
     if is_common(&lower) {
         return Err(Weakness::Common);
     }
-    let core = lower.trim_matches(|c: char| c.is_ascii_digit());
-    for (what, value) in personal {
-        let value = value.trim().to_lowercase();
-        if !value.is_empty() && (lower == value || core == value) {
+    // Compared as letters and digits only: "John Smith", "john.smith" and
+    // "johnsmith" are the same guess.
+    let squash = |text: &str| -> String { text.to_lowercase().chars().filter(|c| c.is_alphanumeric()).collect() };
+    let plain = squash(password);
+    let core = plain.trim_matches(|c: char| c.is_ascii_digit());
+    let value_of = |what: &str| personal.iter().find(|(w, _)| *w == what).map(|(_, v)| squash(v)).unwrap_or_default();
+    let (first, last) = (value_of("first name"), value_of("last name"));
+    let full_names = [("full name", format!("{first}{last}")), ("full name", format!("{last}{first}"))];
+    let candidates = personal.iter().map(|(what, value)| (*what, squash(value))).chain(full_names);
+    for (what, value) in candidates {
+        if !value.is_empty() && (plain == value || core == value) {
             return Err(Weakness::Personal { what });
         }
     }
@@ -100,6 +108,16 @@ mod tests {
     use super::*;
 
     const JOHN: [(&str, &str); 3] = [("username", "john.smith"), ("first name", "John"), ("last name", "Smith")];
+
+    #[test]
+    fn the_full_name_and_blank_passwords_are_refused() {
+        assert!(matches!(check("John Smith", 8, &JOHN), Err(Weakness::Personal { .. })));
+        let jane = [("username", "jd"), ("first name", "Jane"), ("last name", "Doe")];
+        assert_eq!(check("Jane Doe 1990", 8, &jane), Err(Weakness::Personal { what: "full name" }));
+        assert_eq!(check("doe-jane-1990", 8, &jane), Err(Weakness::Personal { what: "full name" }));
+        assert_eq!(check("        ", 8, &JOHN), Err(Weakness::TooShort { length: 0, min: 8 }));
+        assert_eq!(check("John Smith's kettle sings", 8, &JOHN), Ok(()));
+    }
 
     #[test]
     fn the_list_is_long_and_lower_cased() {

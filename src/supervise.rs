@@ -4,9 +4,9 @@
 //! keeps them running: a worker that dies is restarted with backoff, and its
 //! exit is reported.
 //!
-//! SIGTERM or SIGINT stops gracefully: the socket file goes first (new
-//! connections fail fast), every worker gets SIGTERM and finishes the request
-//! in hand, and those still busy after `WEBAUTH_STOP_TIMEOUT` (default 10 s)
+//! SIGTERM or SIGINT stops gracefully: the socket file goes and the socket
+//! is shut down (new connections fail fast), every worker gets SIGTERM and
+//! finishes the request in hand, and those still busy after `WEBAUTH_STOP_TIMEOUT` (default 10 s)
 //! are killed. Then the supervisor exits 0.
 
 use std::io::{self, Read};
@@ -69,7 +69,7 @@ pub fn serve_listen(addr: &str, workers: Option<usize>) -> ExitCode {
 fn check_exposure(addr: &str, listener: &Listener, config: &Config) -> Result<(), String> {
     let bound = listener.bound_ip().map_err(|e| format!("cannot tell what {addr} bound: {e}"))?;
     match bound {
-        Some(ip) if !ip.is_loopback() && config.web_server_addrs.is_none() => Err(format!(
+        Some(ip) if !ip.to_canonical().is_loopback() && config.web_server_addrs.is_none() => Err(format!(
             "refusing to listen on {addr} ({ip}): a FastCGI socket beyond loopback needs FCGI_WEB_SERVER_ADDRS \
              naming the web servers (or use a unix socket)"
         )),
@@ -207,6 +207,8 @@ impl Supervisor {
         for child in self.slots.iter().filter_map(|s| s.child.as_ref()) {
             let _ = kill_process(Pid::from_child(child), Signal::TERM);
         }
+        // New connections fail fast from now on, over TCP too.
+        self.listener.shut_down();
         let deadline = Instant::now() + self.grace;
         loop {
             for slot in &mut self.slots {
@@ -264,6 +266,8 @@ mod tests {
 
     #[test]
     fn a_socket_beyond_loopback_needs_fcgi_web_server_addrs() {
+        let (mapped, _) = Listener::bind("[::ffff:127.0.0.1]:0").unwrap();
+        assert!(check_exposure("[::ffff:127.0.0.1]:0", &mapped, &Config::default()).is_ok(), "loopback, IPv4-mapped");
         let open = Config::default();
         let (any, _) = Listener::bind("0:0").unwrap();
         assert!(check_exposure("0:0", &any, &open).unwrap_err().contains("FCGI_WEB_SERVER_ADDRS"));

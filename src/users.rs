@@ -560,6 +560,19 @@ fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
     for _ in 0..40 {
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.file_type().is_symlink() => {
+                // Like the kernel's protected_symlinks: follow only a link of
+                // root's or our own. One planted by the web server's user
+                // (who may write the folder to let logins upgrade hashes)
+                // must not lead root's admin command to write elsewhere.
+                use std::os::unix::fs::MetadataExt;
+                let me = rustix::process::geteuid().as_raw();
+                if m.uid() != 0 && m.uid() != me {
+                    return Err(std::io::Error::other(format!(
+                        "{} is a symbolic link owned by another user (uid {}); refusing to follow it",
+                        path.display(),
+                        m.uid()
+                    )));
+                }
                 let target = std::fs::read_link(&path)?;
                 path = match path.parent() {
                     Some(dir) => dir.join(target),

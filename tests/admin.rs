@@ -174,6 +174,31 @@ fn passwd_through_a_symlinked_users_file_writes_its_target() {
 }
 
 #[test]
+fn a_symlink_planted_by_another_user_is_not_followed() {
+    if !support::running_as_root() {
+        // Only root can plant a link owned by someone else here; the
+        // unit of the rule is users::resolve_links.
+        return;
+    }
+    let mut site = TestSite::new();
+    let elsewhere = site.dir.path().join("elsewhere.json");
+    std::fs::write(&elsewhere, "{}").unwrap();
+    let link = site.dir.path().join("planted.json");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    // The web server's user planted it (www-data, as after opting in to rehash).
+    std::os::unix::fs::lchown(&link, Some(33), Some(33)).unwrap();
+    site.set("WEBAUTH_USERS", link.to_str().unwrap());
+    let out = site.admin(&["user", "add", "carol"], "zebra pancake seventy seven\n");
+    assert!(!out.status.success(), "root followed another user's link");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("owned by another user"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "{}", "the link's target is untouched");
+}
+
+#[test]
 fn weak_passwords_are_refused_with_the_reason_unless_the_operator_insists() {
     let mut site = TestSite::new();
     let before = std::fs::read_to_string(&site.users).unwrap();

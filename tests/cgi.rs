@@ -110,3 +110,21 @@ fn no_cgi_environment_prints_usage() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
 }
+
+#[test]
+fn a_query_string_that_becomes_arguments_is_ignored() {
+    // Apache's mod_cgi hands a query string without `=` to the program as its
+    // arguments (RFC 3875, 4.4): `?--listen+127.0.0.1:PORT` must not start a server.
+    let site = TestSite::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let listen = format!("127.0.0.1:{port}");
+    for args in [vec!["--listen", listen.as_str(), "--workers", "1"], vec!["x"]] {
+        let req = Req::get().with_query(&args.join("+"));
+        let mut cmd = site.cgi_command("login", &req);
+        cmd.args(&args);
+        let reply = support::run_cgi(cmd, b"");
+        assert_eq!(reply.status, 200, "{args:?}: {}", reply.stderr);
+        assert!(reply.text().contains("name=\"password\""), "{args:?}: the login page");
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "{args:?}: something listens on {port}");
+    }
+}

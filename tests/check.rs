@@ -158,3 +158,13 @@ fn run_as_root_the_folder_owner_is_who_must_write() {
     let (passed, report) = check(&folder, false);
     assert!(passed, "owned by the folder's owner: {report}");
 }
+
+#[test]
+fn a_setenv_line_apache_would_refuse_is_named() {
+    let (_dir, folder) = bundle();
+    let mut htaccess = std::fs::OpenOptions::new().append(true).open(folder.join(".htaccess")).expect("open");
+    writeln!(htaccess, "SetEnv WEBAUTH_TEMPLATES /my templates/dir").expect("append");
+    let (passed, report) = check(&folder, false);
+    assert!(!passed, "{report}");
+    assert!(failing_lines(&report).iter().any(|l| l.contains("SetEnv takes a name and one value")), "{report}");
+}

@@ -398,3 +398,19 @@ fn two_thousand_requests_over_32_connections() {
     assert!(!stderr.contains("database is locked"), "{stderr}");
     assert!(!stderr.contains("error"), "{stderr}");
 }
+
+#[test]
+fn after_sigterm_new_tcp_connections_are_refused_at_once_while_a_request_finishes() {
+    let site = TestSite::with_env(&[("WEBAUTH_STOP_TIMEOUT", "8s")]);
+    let (mut server, addr) = listen(&site, "index", Transport::Tcp, "1");
+    wait_for_workers(server.pid(), 1);
+    let held = hold_request(&addr);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(server.pid(), libc::SIGTERM);
+    // The supervisor shuts the socket down: a connection is refused, not
+    // queued behind the busy worker until the grace period ends.
+    wait_until("new connections refused", STARTUP, || addr.connect().is_err().then_some(()));
+    assert_eq!(finish_held_request(held), Some(200), "{}", server.stderr());
+    assert_eq!(server.wait_exit(Duration::from_secs(8)).code(), Some(0), "{}", server.stderr());
+    assert!(!server.stderr().contains("cannot accept"), "{}", server.stderr());
+}

@@ -27,6 +27,19 @@ fn logout_ends_the_real_session_beside_a_planted_cookie() {
 }
 
 #[test]
+fn logout_ends_the_real_session_behind_many_planted_cookies() {
+    let site = TestSite::new();
+    let cookie = site.session_for("john", "johnpass");
+    // Well-formed tokens that name no session, as an attacker would plant.
+    let planted: Vec<String> =
+        (0..40).map(|_| format!("webauth={}", webauth::session::Token::generate().unwrap().as_str())).collect();
+    let header = format!("{}; {cookie}", planted.join("; "));
+    let reply = site.cgi("logout", &Req::json(&serde_json::json!({})).cookie(&header));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(!site.index_with(&cookie).text().contains("John Smith"), "the session outlived logout");
+}
+
+#[test]
 fn login_ends_every_session_whose_cookie_it_was_sent() {
     let site = TestSite::new();
     let old = site.session_for("john", "johnpass");

@@ -152,14 +152,24 @@ impl Listener {
                     format!("{} exists and is not a socket; refusing to replace it", path.display()),
                 ));
             }
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("another process is listening on {}", path.display()),
-                ));
+            match UnixStream::connect(path) {
+                // A socket nobody listens on: left over by a process that died.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)?,
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("another process is listening on {}", path.display()),
+                    ))
+                }
+                // Someone else's socket of another kind, or one we may not
+                // use: not ours to remove.
+                Err(e) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} is a socket in use or not ours ({e}); refusing to replace it", path.display()),
+                    ))
+                }
             }
-            // A socket nobody listens on: left over by a process that died.
-            std::fs::remove_file(path)?;
         }
         let listener = UnixListener::bind(path)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", path.display())))?;
@@ -175,6 +185,17 @@ impl Listener {
             Listener::Tcp(l) => l.local_addr().map(|a| Some(a.ip())),
             Listener::Unix(_) => Ok(None),
         }
+    }
+
+    /// Stops the socket for every process that holds it: new connections are
+    /// refused and queued ones reset at once, rather than waiting for the
+    /// last busy worker to close its copy. The workers' `accept` then fails
+    /// with EINVAL, which they take as the order to stop.
+    pub fn shut_down(&self) {
+        let _ = match self {
+            Listener::Tcp(l) => SockRef::from(l).shutdown(std::net::Shutdown::Both),
+            Listener::Unix(l) => SockRef::from(l).shutdown(std::net::Shutdown::Both),
+        };
     }
 
     /// A descriptor of the same socket, for a worker's fd 0.
@@ -297,6 +318,8 @@ fn accept_loop(listener: &Listener, worker: &mut Worker<'_>, app: &mut App, stop
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
+                // A listener shut down by its owner (a stopping supervisor).
+                AcceptFailure::Fatal if e.raw_os_error() == Some(libc::EINVAL) => return LoopEnd::Stopped,
                 AcceptFailure::Fatal => return LoopEnd::Failed(e),
             },
         };
@@ -427,6 +450,19 @@ mod tests {
         assert!(listener.bound_ip().unwrap().is_some_and(|ip| ip.is_loopback()));
         let (any, _) = Listener::bind("0:0").unwrap();
         assert_eq!(any.bound_ip().unwrap(), Some(IpAddr::from([0, 0, 0, 0])));
+    }
+
+    #[test]
+    fn only_a_dead_stream_socket_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join("stale.sock");
+        drop(UnixListener::bind(&stale).unwrap());
+        assert!(Listener::bind(stale.to_str().unwrap()).is_ok(), "a dead socket is replaced");
+        let datagram = dir.path().join("dgram.sock");
+        let _live = std::os::unix::net::UnixDatagram::bind(&datagram).unwrap();
+        let err = Listener::bind(datagram.to_str().unwrap()).err().expect("refused");
+        assert!(err.to_string().contains("refusing to replace"), "{err}");
+        assert!(datagram.exists(), "another kind of socket is left alone");
     }
 
     #[test]
