@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use webauth::config::Config;
 use webauth::http::{BodyPlan, Request, MAX_BODY};
 use webauth::routes::{read_fields, safe_next};
-use webauth::{cgi, origin, render, session};
+use webauth::{cgi, origin, session};
 
 fn split_input(data: &[u8]) -> (HashMap<String, String>, &[u8]) {
     let mut vars = HashMap::new();
@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
         BodyPlan::Read(n) => assert!(n <= MAX_BODY, "plan reads {n} > MAX_BODY"),
         BodyPlan::TooLarge(n) => assert!(n > MAX_BODY as u64, "TooLarge({n}) is within MAX_BODY"),
         BodyPlan::Invalid => {}
+        BodyPlan::None => unreachable!("from_content_length never says no body"),
     }
     match plan.check(stdin.to_vec()) {
         Ok(body) => {
@@ -58,6 +59,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(!e.message().is_empty());
         }
     }
+
+    // The plan every front end uses agrees with the method.
+    let for_request = BodyPlan::for_request(&vars);
+    let bodiless_method = matches!(method.to_ascii_uppercase().as_str(), "GET" | "HEAD" | "");
+    assert_eq!(for_request == BodyPlan::None, bodiless_method, "{method:?} got {for_request:?}");
 
     // read_body as the CGI front end calls it, on stdin as a reader.
     let mut reader: &[u8] = stdin;
@@ -92,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
     let config = Config::from_vars(&req.config_vars).unwrap_or_default();
     let _ = origin::check(&config, &req);
     let _ = session::read_cookie(&req.cookie_header, &config.cookie_name);
-    let mount = render::mount(&config, &req);
+    let mount = req.mount(&config);
     let target = safe_next(next.as_deref(), &mount);
     assert!(target == mount || webauth::routes::is_local_path(&target));
 });

@@ -3,7 +3,7 @@
 //! two ways `next` reaches the login handler).
 //!
 //! Input: if it holds a NUL byte, the part before the first NUL is
-//! `SCRIPT_NAME` (the mount is derived from it, as `render::mount` does) and
+//! `SCRIPT_NAME` (the mount is derived from it, as `Request::mount` does) and
 //! the rest is `next`; otherwise all of it is `next` and the script is
 //! `/members/login`.
 //!
@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use libfuzzer_sys::fuzz_target;
 use webauth::config::Config;
 use webauth::http::Request;
-use webauth::render;
 use webauth::routes::{is_local_path, parse_form, safe_next};
 
 fn check(next: Option<&str>, mount: &str) {
@@ -56,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(next).into_owned();
     vars.insert("QUERY_STRING".to_string(), format!("next={text}"));
     let req = Request::from_cgi_vars(&vars, Ok(Vec::new()));
-    let mount = render::mount(&Config::default(), &req);
+    let mount = req.mount(&Config::default());
 
     check(None, &mount);
     check(Some(&text), &mount);
