@@ -65,12 +65,6 @@ impl Fd0 {
     }
 }
 
-fn assert_login_form(reply: &Reply, context: &str) {
-    assert_eq!(reply.protocol_status, REQUEST_COMPLETE, "{context}");
-    assert_eq!(reply.status(), Some(200), "{context}: {}", String::from_utf8_lossy(&reply.stdout));
-    assert!(reply.body_text().contains("<form"), "{context}: {}", reply.body_text());
-}
-
 #[test]
 fn get_root_answers_the_login_form_over_tcp_and_unix() {
     for transport in [Transport::Tcp, Transport::Unix] {

@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::fcgi_client::{
-    check_keep_conn, finish_held_request, hold_request, nginx_params, request_once, Address, Conn, Reply,
-    REQUEST_COMPLETE, RESPONDER,
+    assert_login_form, check_keep_conn, finish_held_request, hold_request, nginx_params, request_once, Address, Conn,
+    Reply, RESPONDER,
 };
 use support::{signal, wait_until, Server, TestSite, STARTUP};
 
@@ -111,12 +111,6 @@ fn wait_for_workers(parent: u32, count: usize) -> Vec<u32> {
         let children = children_of(parent);
         (children.len() == count).then_some(children)
     })
-}
-
-fn assert_login_form(reply: &Reply, context: &str) {
-    assert_eq!(reply.protocol_status, REQUEST_COMPLETE, "{context}");
-    assert_eq!(reply.status(), Some(200), "{context}: {}", String::from_utf8_lossy(&reply.stdout));
-    assert!(reply.body_text().contains("<form"), "{context}: {}", reply.body_text());
 }
 
 #[test]

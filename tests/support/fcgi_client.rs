@@ -349,11 +349,16 @@ pub fn check_keep_conn(addr: &Address) {
     let mut conn = addr.connect().expect("connect");
     for id in 1..=20u16 {
         let reply = conn.request(id, RESPONDER, true, &nginx_params("GET", "/"), b"").expect("reply");
-        assert_eq!(reply.protocol_status, REQUEST_COMPLETE, "request {id} on the kept connection");
-        assert_eq!(reply.status(), Some(200), "request {id}: {}", String::from_utf8_lossy(&reply.stdout));
-        assert!(reply.body_text().contains("<form"), "request {id}: {}", reply.body_text());
+        assert_login_form(&reply, &format!("request {id} on the kept connection"));
     }
     let reply = conn.request(21, RESPONDER, false, &nginx_params("GET", "/"), b"").expect("reply");
     assert_eq!(reply.status(), Some(200));
     assert!(conn.is_closed().expect("read"), "closed after a request without keep-conn");
+}
+
+/// A complete request answered 200 with the login page.
+pub fn assert_login_form(reply: &Reply, context: &str) {
+    assert_eq!(reply.protocol_status, REQUEST_COMPLETE, "{context}");
+    assert_eq!(reply.status(), Some(200), "{context}: {}", String::from_utf8_lossy(&reply.stdout));
+    assert!(reply.body_text().contains("<form"), "{context}: {}", reply.body_text());
 }
