@@ -74,6 +74,11 @@ pub struct Config {
     pub idle_timeout: i64,
     /// Seconds after login after which a session ends however busy.
     pub absolute_timeout: i64,
+    /// The lifetime of a "remember me" session (a persistent cookie); 0: no
+    /// such checkbox.
+    pub remember: i64,
+    /// The idle timeout of a remembered session.
+    pub remember_idle_timeout: i64,
     /// Failed logins for one username from one address that start a ban.
     pub max_failures: u32,
     /// Failed logins from one address, any usernames, that start a ban.
@@ -242,6 +247,11 @@ impl Config {
         };
         let idle_timeout = duration("WEBAUTH_IDLE_TIMEOUT", 30 * 60)?;
         let absolute_timeout = duration("WEBAUTH_ABSOLUTE_TIMEOUT", 8 * 3600)?;
+        let remember = match var("WEBAUTH_REMEMBER").as_deref().map(str::trim) {
+            Some("0") | Some("off") => 0,
+            _ => duration("WEBAUTH_REMEMBER", 30 * 86400)?,
+        };
+        let remember_idle_timeout = duration("WEBAUTH_REMEMBER_IDLE_TIMEOUT", idle_timeout)?;
         let list = |name: &str| {
             var(name).map(|v| {
                 v.split([',', ' '])
@@ -261,6 +271,8 @@ impl Config {
             cookie_secure,
             idle_timeout,
             absolute_timeout,
+            remember,
+            remember_idle_timeout,
             max_failures,
             max_failures_per_address: count("WEBAUTH_MAX_FAILURES_PER_ADDRESS", max_failures.saturating_mul(4))?,
             max_failures_per_user: count("WEBAUTH_MAX_FAILURES_PER_USER", max_failures.saturating_mul(10))?,
@@ -300,8 +312,14 @@ impl Config {
     /// How long a `last seen` write may be skipped: a tenth of the idle
     /// timeout, at most a minute, so a session in use never dies of idleness.
     pub fn touch_interval(&self) -> i64 {
-        (self.idle_timeout / 10).min(60)
+        touch_interval(self.idle_timeout)
     }
+}
+
+/// How long a `last seen` write may be skipped for a session of this idle
+/// timeout: a tenth of it, at most a minute.
+pub fn touch_interval(idle_timeout: i64) -> i64 {
+    (idle_timeout / 10).min(60)
 }
 
 /// Whether a variable configures webauth (in the environment, or as a
@@ -398,6 +416,7 @@ mod tests {
         assert_eq!(c.hsts.as_deref(), Some("max-age=31536000"));
         assert_eq!(c.stop_timeout, Duration::from_secs(10));
         assert!(c.rehash);
+        assert_eq!((c.remember, c.remember_idle_timeout), (30 * 86400, 1800));
         assert_eq!(c.min_password, 8);
         assert_eq!(c.touch_interval(), 60);
     }
@@ -438,6 +457,15 @@ mod tests {
         assert_eq!(config(&[("WEBAUTH_REHASH", "maybe")]).unwrap_err().name, "WEBAUTH_REHASH");
         assert_eq!(config(&[("WEBAUTH_MIN_PASSWORD", "15")]).unwrap().min_password, 15);
         assert_eq!(config(&[("WEBAUTH_MIN_PASSWORD", "6")]).unwrap_err().name, "WEBAUTH_MIN_PASSWORD");
+    }
+
+    #[test]
+    fn remember_is_a_duration_or_off() {
+        assert_eq!(config(&[("WEBAUTH_REMEMBER", "0")]).unwrap().remember, 0);
+        assert_eq!(config(&[("WEBAUTH_REMEMBER", "7d")]).unwrap().remember, 7 * 86400);
+        assert_eq!(config(&[("WEBAUTH_REMEMBER", "soon")]).unwrap_err().name, "WEBAUTH_REMEMBER");
+        let c = config(&[("WEBAUTH_IDLE_TIMEOUT", "10m"), ("WEBAUTH_REMEMBER_IDLE_TIMEOUT", "7d")]).unwrap();
+        assert_eq!((c.idle_timeout, c.remember_idle_timeout), (600, 7 * 86400));
     }
 
     #[test]

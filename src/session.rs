@@ -160,12 +160,13 @@ pub enum Verdict {
 
 /// Applies the idle and absolute rules to a stored session at `now`.
 pub fn judge(config: &Config, record: &SessionRecord, now: i64) -> Verdict {
+    let idle = if record.idle_timeout > 0 { record.idle_timeout } else { config.idle_timeout };
     if now >= record.expires_at {
         Verdict::Expired
-    } else if now - record.last_seen >= config.idle_timeout {
+    } else if now - record.last_seen >= idle {
         Verdict::Idle
     } else {
-        Verdict::Live { touch: now - record.last_seen >= config.touch_interval() }
+        Verdict::Live { touch: now - record.last_seen >= crate::config::touch_interval(idle) }
     }
 }
 
@@ -314,7 +315,17 @@ mod tests {
     }
 
     fn record(created: i64, last_seen: i64, expires_at: i64) -> SessionRecord {
-        SessionRecord { id: token().id(), username: "john".into(), created, last_seen, expires_at }
+        SessionRecord { id: token().id(), username: "john".into(), created, last_seen, expires_at, idle_timeout: 0 }
+    }
+
+    #[test]
+    fn a_remembered_session_has_its_own_idle_timeout() {
+        let config = Config::default(); // 30 min idle
+        let mut r = record(1000, 1000, 1000 + 30 * 86400);
+        r.idle_timeout = 7 * 86400;
+        assert_eq!(judge(&config, &r, 1000 + 3600), Verdict::Live { touch: true });
+        assert_eq!(judge(&config, &r, 1000 + 7 * 86400), Verdict::Idle);
+        assert_eq!(judge(&config, &r, 1000 + 30 * 86400), Verdict::Expired);
     }
 
     #[test]

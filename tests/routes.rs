@@ -226,3 +226,53 @@ fn templates_from_a_directory_change_without_a_rebuild() {
     // Pages not in the directory fall back to the built-in ones.
     assert!(site.get("index").text().contains("name=\"password\""));
 }
+
+// ---- Remember me ----
+
+fn remembered_login(site: &TestSite, remember: bool) -> webauth::Response {
+    site.post_json("login", serde_json::json!({"username": "john", "password": "johnpass", "remember": remember}))
+}
+
+#[test]
+fn the_remember_me_checkbox_shows_unless_turned_off() {
+    assert!(TestSite::new().get("index").text().contains("name=\"remember\""));
+    assert!(!TestSite::with_env(&[("WEBAUTH_REMEMBER", "0")]).get("index").text().contains("name=\"remember\""));
+}
+
+#[test]
+fn remember_me_gives_a_persistent_cookie_and_outlives_the_absolute_lifetime() {
+    let site = TestSite::with_env(&[("WEBAUTH_ABSOLUTE_TIMEOUT", "2"), ("WEBAUTH_REMEMBER", "1d")]);
+    let kept = remembered_login(&site, true);
+    assert_eq!(kept.status, 200);
+    let set = kept.header("Set-Cookie").expect("a cookie").to_string();
+    assert!(set.contains("Max-Age=86400"), "{set}");
+    let plain = remembered_login(&site, false);
+    assert!(!plain.header("Set-Cookie").expect("a cookie").contains("Max-Age"), "a session cookie without it");
+    let (kept, plain) = (kept.cookie().unwrap(), plain.cookie().unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(site.index_with(&kept).text().contains("John Smith"), "the remembered session lives on");
+    assert!(!site.index_with(&plain).text().contains("John Smith"), "the plain one ended after 2 s");
+}
+
+#[test]
+fn a_form_login_with_the_box_checked_is_remembered() {
+    let site = TestSite::new();
+    let reply = site.post_form("login", "username=john&password=johnpass&remember=on");
+    assert_eq!(reply.status, 303);
+    assert!(reply.header("Set-Cookie").is_some_and(|c| c.contains("Max-Age=2592000")), "{:?}", reply.headers);
+}
+
+#[test]
+fn a_remembered_session_still_idles_out_and_can_be_revoked() {
+    let site = TestSite::with_env(&[("WEBAUTH_IDLE_TIMEOUT", "2")]);
+    let idle = remembered_login(&site, true).cookie().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    assert!(!site.index_with(&idle).text().contains("John Smith"), "the idle timeout still applies");
+    let longer = TestSite::with_env(&[("WEBAUTH_IDLE_TIMEOUT", "2"), ("WEBAUTH_REMEMBER_IDLE_TIMEOUT", "1h")]);
+    let kept = remembered_login(&longer, true).cookie().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    assert!(longer.index_with(&kept).text().contains("John Smith"), "a longer idle timeout for remembered sessions");
+    let out = longer.admin(&["session", "revoke", "john"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!longer.index_with(&kept).text().contains("John Smith"), "revoked on the server");
+}

@@ -34,6 +34,7 @@ pub fn login_page(app: &mut App, req: &Request, status: u16, form: &LoginForm) -
     context.insert("username", form.username);
     context.insert("message", form.message);
     context.insert("next", if super::is_local_path(form.next) && form.next != mount { form.next } else { "" });
+    context.insert("remember", &(config.remember > 0));
     Ok(app.render.page(&config, req, status, "login.html", context)?)
 }
 
@@ -98,15 +99,21 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
     regulate::succeeded(store, &keys)?;
     store.purge(now, config.idle_timeout, config.failure_window)?;
     let token = Token::generate().map_err(|e| Error::Random(e.to_string()))?;
+    // "Remember me": still a server-side session, revocable, with its own
+    // lifetime and idle timeout, and a cookie that outlives the browser.
+    let remembered = fields.remember && config.remember > 0;
+    let (lifetime, idle_timeout) =
+        if remembered { (config.remember, config.remember_idle_timeout) } else { (config.absolute_timeout, 0) };
     store.insert(&SessionRecord {
         id: token.id(),
         username: user.username.clone(),
         created: now,
         last_seen: now,
-        expires_at: now + config.absolute_timeout,
+        expires_at: now + lifetime,
+        idle_timeout,
     })?;
     audit::record(config.log, Event::LoginSuccess, &user.username, &req.remote_addr);
-    let cookie = session_cookie(&config, req, &mount, &token, None);
+    let cookie = session_cookie(&config, req, &mount, &token, remembered.then_some(lifetime));
     let response = if json {
         Response::json(200, &serde_json::json!({"success": true, "redirect": next}))
     } else {

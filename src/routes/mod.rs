@@ -24,6 +24,8 @@ pub struct Fields {
     pub username: Option<String>,
     pub password: Option<String>,
     pub next: Option<String>,
+    /// "Remember me": a JSON `true`, or a checked form box (`remember=on`).
+    pub remember: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +65,12 @@ pub fn parse_json(body: &[u8]) -> Result<Fields, RequestError> {
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(RequestError::Malformed(format!("\"{name}\" must be a string"))),
     };
-    Ok(Fields { username: field("username")?, password: field("password")?, next: field("next")? })
+    let remember = match map.get("remember") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => return Err(RequestError::Malformed("\"remember\" must be true or false".into())),
+    };
+    Ok(Fields { username: field("username")?, password: field("password")?, next: field("next")?, remember })
 }
 
 /// `username=...&password=...&next=...`, with strict percent-decoding: a `%`
@@ -79,6 +86,11 @@ pub fn parse_form(body: &[u8]) -> Result<Fields, RequestError> {
             "username" => &mut fields.username,
             "password" => &mut fields.password,
             "next" => &mut fields.next,
+            // A checkbox is sent only when checked, whatever its value.
+            "remember" => {
+                fields.remember = true;
+                continue;
+            }
             _ => continue,
         };
         if slot.is_some() {
@@ -204,6 +216,10 @@ mod tests {
         assert!(parse_json(b"").is_err());
         assert!(parse_json(b"{\"username\": \"\xff\"}").is_err());
         assert_eq!(parse_json(b"{}").unwrap(), Fields::default());
+        assert!(parse_json(br#"{"remember": true}"#).unwrap().remember);
+        assert!(!parse_json(br#"{"remember": false}"#).unwrap().remember);
+        assert!(parse_json(br#"{"remember": "yes"}"#).is_err());
+        assert!(parse_form(b"username=a&remember=on").unwrap().remember);
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct SessionRecord {
     pub last_seen: i64,
     /// The absolute end of the session (login time plus its lifetime).
     pub expires_at: i64,
+    /// This session's idle timeout in seconds ("remember me" may set a longer
+    /// one); 0: the configuration's.
+    pub idle_timeout: i64,
 }
 
 /// The rule a failure counter follows.
@@ -76,7 +79,8 @@ pub trait SessionStore {
     /// Ends every session of a user; returns how many there were.
     fn delete_user(&mut self, username: &str) -> Result<usize, StoreError>;
     fn list(&mut self) -> Result<Vec<SessionRecord>, StoreError>;
-    /// Removes sessions past their idle or absolute end, and stale counters.
+    /// Removes sessions past their idle (their own, or `idle_timeout`) or
+    /// absolute end, and stale counters.
     fn purge(&mut self, now: i64, idle_timeout: i64, failure_window: i64) -> Result<usize, StoreError>;
 
     /// Decides a login attempt in one transaction: refused if any key is

@@ -14,7 +14,7 @@ use super::SessionId;
 use super::{Attempt, Limit, SessionRecord, SessionStore, StoreError};
 use crate::files;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     username   TEXT NOT NULL,
     created    INTEGER NOT NULL,
     last_seen  INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL
+    expires_at INTEGER NOT NULL,
+    idle_timeout INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_username ON sessions(username);
 CREATE INDEX IF NOT EXISTS sessions_last_seen ON sessions(last_seen);
@@ -92,6 +93,12 @@ impl SqliteStore {
         // journal_mode cannot change inside a transaction; it sticks to the file.
         self.conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Read again under the write lock: another process may have migrated.
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == 1 {
+            // Version 2: each session may have its own idle timeout (remember me).
+            tx.execute_batch("ALTER TABLE sessions ADD COLUMN idle_timeout INTEGER NOT NULL DEFAULT 0")?;
+        }
         tx.execute_batch(SCHEMA)?;
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         tx.commit()
@@ -129,6 +136,7 @@ fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
         created: row.get(2)?,
         last_seen: row.get(3)?,
         expires_at: row.get(4)?,
+        idle_timeout: row.get(5)?,
     })
 }
 
@@ -136,16 +144,21 @@ impl SessionStore for SqliteStore {
     fn insert(&mut self, r: &SessionRecord) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO sessions (id, username, created, last_seen, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO sessions (id, username, created, last_seen, expires_at, idle_timeout) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
-            .and_then(|mut s| s.execute(params![&r.id.0[..], r.username, r.created, r.last_seen, r.expires_at]))
+            .and_then(|mut s| {
+                s.execute(params![&r.id.0[..], r.username, r.created, r.last_seen, r.expires_at, r.idle_timeout])
+            })
             .map(|_| ())
             .map_err(|e| self.fail(e))
     }
 
     fn get(&mut self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
         self.conn
-            .prepare_cached("SELECT id, username, created, last_seen, expires_at FROM sessions WHERE id = ?1")
+            .prepare_cached(
+                "SELECT id, username, created, last_seen, expires_at, idle_timeout FROM sessions WHERE id = ?1",
+            )
             .and_then(|mut s| s.query_row(params![&id.0[..]], record_from_row).optional())
             .map_err(|e| self.fail(e))
     }
@@ -176,7 +189,8 @@ impl SessionStore for SqliteStore {
     fn list(&mut self) -> Result<Vec<SessionRecord>, StoreError> {
         let result = (|| {
             let mut s = self.conn.prepare(
-                "SELECT id, username, created, last_seen, expires_at FROM sessions ORDER BY username, created",
+                "SELECT id, username, created, last_seen, expires_at, idle_timeout FROM sessions \
+                 ORDER BY username, created",
             )?;
             let rows = s.query_map([], record_from_row)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -188,7 +202,8 @@ impl SessionStore for SqliteStore {
         let result = (|| {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = tx.execute(
-                "DELETE FROM sessions WHERE expires_at <= ?1 OR last_seen <= ?1 - ?2",
+                "DELETE FROM sessions WHERE expires_at <= ?1 \
+                 OR last_seen <= ?1 - (CASE WHEN idle_timeout > 0 THEN idle_timeout ELSE ?2 END)",
                 params![now, idle_timeout],
             )?;
             tx.execute(
@@ -272,6 +287,30 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_store_is_migrated_and_keeps_its_sessions() {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE sessions (id BLOB PRIMARY KEY, username TEXT NOT NULL, created INTEGER NOT NULL, \
+                 last_seen INTEGER NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID; \
+                 CREATE TABLE failures (key TEXT PRIMARY KEY, count INTEGER NOT NULL, window_start INTEGER NOT NULL, \
+                 banned_until INTEGER NOT NULL) WITHOUT ROWID; PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            conn.execute("INSERT INTO sessions VALUES (?1, 'john', 1, 2, 3)", params![&[7u8; 32][..]]).unwrap();
+        }
+        let mut store = SqliteStore::open(path.to_str().unwrap()).unwrap();
+        let old = store.get(&SessionId([7; 32])).unwrap().expect("the old session");
+        assert_eq!((old.username.as_str(), old.expires_at, old.idle_timeout), ("john", 3, 0));
+        let version: i64 = store.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(store);
+        assert!(SqliteStore::open(path.to_str().unwrap()).is_ok(), "opens again without migrating twice");
+    }
+
+    #[test]
     fn processes_creating_the_store_at_once_all_get_it() {
         for _ in 0..20 {
             let dir = tempdir::Dir::new();
@@ -292,7 +331,14 @@ mod tests {
 
     fn record(username: &str, now: i64) -> SessionRecord {
         let id = Token::generate().unwrap().id();
-        SessionRecord { id, username: username.into(), created: now, last_seen: now, expires_at: now + 100 }
+        SessionRecord {
+            id,
+            username: username.into(),
+            created: now,
+            last_seen: now,
+            expires_at: now + 100,
+            idle_timeout: 0,
+        }
     }
 
     #[test]
