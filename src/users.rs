@@ -555,6 +555,12 @@ fn parse_entries(text: Option<&str>, path: &Path) -> Result<Map<String, Value>, 
 
 /// The file `path` names, through any symlinks (relative ones from the
 /// link's directory), even when the last target does not exist yet.
+/// Whether a symlink owned by `owner` may be followed by user `me`: only
+/// root's and our own (the rule of the kernel's protected_symlinks).
+fn may_follow(owner: u32, me: u32) -> bool {
+    owner == 0 || owner == me
+}
+
 fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
     let mut path = path.to_path_buf();
     for _ in 0..40 {
@@ -565,8 +571,7 @@ fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
                 // (who may write the folder to let logins upgrade hashes)
                 // must not lead root's admin command to write elsewhere.
                 use std::os::unix::fs::MetadataExt;
-                let me = rustix::process::geteuid().as_raw();
-                if m.uid() != 0 && m.uid() != me {
+                if !may_follow(m.uid(), rustix::process::geteuid().as_raw()) {
                     return Err(std::io::Error::other(format!(
                         "{} is a symbolic link owned by another user (uid {}); refusing to follow it",
                         path.display(),
@@ -761,6 +766,13 @@ mod tests {
         let shown = shown_username(&long);
         assert_eq!(shown.chars().count(), 64 + 3, "{shown}");
         assert!(shown.ends_with('…'));
+    }
+
+    #[test]
+    fn only_roots_and_our_own_symlinks_are_followed() {
+        assert!(may_follow(0, 0) && may_follow(0, 1000) && may_follow(1000, 1000));
+        assert!(!may_follow(33, 0), "root does not follow the web server's link");
+        assert!(!may_follow(1001, 1000));
     }
 
     #[test]

@@ -176,8 +176,9 @@ fn passwd_through_a_symlinked_users_file_writes_its_target() {
 #[test]
 fn a_symlink_planted_by_another_user_is_not_followed() {
     if !support::running_as_root() {
-        // Only root can plant a link owned by someone else here; the
-        // unit of the rule is users::resolve_links.
+        // Only root can make a link owned by someone else; the rule itself
+        // is unit-tested (users::tests::only_roots_and_our_own_symlinks_are_followed).
+        // CI runs as root.
         return;
     }
     let mut site = TestSite::new();

@@ -121,9 +121,17 @@ fn a_query_string_that_becomes_arguments_is_ignored() {
     for args in [vec!["--listen", listen.as_str(), "--workers", "1"], vec!["x"]] {
         let req = Req::get().with_query(&args.join("+"));
         let mut cmd = site.cgi_command("login", &req);
-        cmd.args(&args);
-        let reply = support::run_cgi(cmd, b"");
-        assert_eq!(reply.status, 200, "{args:?}: {}", reply.stderr);
+        cmd.args(&args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        // A program that took the arguments would serve until killed.
+        let exited = support::wait_until("the CGI program to exit", support::STARTUP, || {
+            child.try_wait().expect("try_wait").map(Some)
+        });
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut child.stdout.take().expect("stdout"), &mut out).expect("read");
+        assert!(exited.is_some_and(|s| s.success()), "{args:?}");
+        let reply = support::parse_response(&out).expect("a CGI answer");
+        assert_eq!(reply.status, 200, "{args:?}");
         assert!(reply.text().contains("name=\"password\""), "{args:?}: the login page");
         assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "{args:?}: something listens on {port}");
     }
