@@ -41,6 +41,9 @@ fn encode_fields(f: &Fields) -> String {
             parts.push(format!("{name}={}", form_encode(v)));
         }
     }
+    if f.remember {
+        parts.push("remember=on".to_string());
+    }
     parts.join("&")
 }
 
@@ -68,7 +71,9 @@ fuzz_target!(|data: &[u8]| {
     let json = parse_json(body);
     match &json {
         Ok(f) => {
-            let value = serde_json::json!({"username": f.username, "password": f.password, "next": f.next});
+            let value = serde_json::json!({
+                "username": f.username, "password": f.password, "next": f.next, "remember": f.remember,
+            });
             let again = value.to_string();
             assert_eq!(parse_json(again.as_bytes()).as_ref(), Ok(f), "JSON round trip through {again:?}");
         }
