@@ -228,6 +228,7 @@ pub fn run(deployment: &Deployment) -> Vec<Finding> {
             check_store(&path, runner(deployment), &mut findings);
             check_secret_file("session store", &path, deployment, &mut findings);
         }
+        Store::Redis(url) => check_redis(url, &mut findings),
     }
     let state = deployment.resolve(&config.state_dir);
     check_writable_dir("state directory (verification slots)", &state, runner(deployment), &mut findings);
@@ -334,6 +335,35 @@ fn check_store(path: &Path, runner: Option<u32>, findings: &mut Vec<Finding>) {
     }
 }
 
+/// A shared store: reachable, and answering, from this host.
+fn check_redis(url: &crate::config::RedisUrl, findings: &mut Vec<Finding>) {
+    use crate::store::SessionStore;
+    let probe = crate::store::redis::RedisStore::open(url)
+        .and_then(|mut store| store.get(&crate::store::SessionId([0; 32])).map(|_| ()));
+    match probe {
+        Ok(()) => findings.push(ok(format!("session store {url} answers"))),
+        Err(e) => findings.push(fail(
+            e.to_string(),
+            "start Redis, or fix the host, port, database or password in WEBAUTH_STORE \
+             (and allow this host through its firewall)",
+        )),
+    }
+    if crosses_a_network(url) {
+        findings.push(warn(
+            format!("session store {url}: plain TCP to another machine"),
+            "use rediss:// (Redis with TLS) or a private network: session hashes and user names cross it",
+        ));
+    }
+}
+
+/// Plain TCP to a host that is not this one.
+fn crosses_a_network(url: &crate::config::RedisUrl) -> bool {
+    let host = url::Url::parse(url.secret()).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+    let local = host == "localhost"
+        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    !url.tls() && !local
+}
+
 /// Whether this user can create a file in `dir`: tried, not guessed from
 /// modes. Run as root for another user (`runner`), their modes decide too.
 fn check_writable_dir(what: &str, dir: &Path, runner: Option<u32>, findings: &mut Vec<Finding>) {
@@ -399,6 +429,25 @@ fn check_templates(config: &Config, deployment: &Deployment, findings: &mut Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_redis_to_another_machine_is_warned_about() {
+        let url = |text: &str| match Config::from_vars(&[
+            ("WEBAUTH_STORE".into(), text.into()),
+            ("WEBAUTH_STATE_DIR".into(), "/tmp".into()),
+        ])
+        .map(|c| c.store)
+        {
+            Ok(Store::Redis(url)) => url,
+            other => panic!("{other:?}"),
+        };
+        assert!(crosses_a_network(&url("redis://:pw@10.0.0.5:6379/0")));
+        assert!(crosses_a_network(&url("redis://redis.internal")));
+        assert!(!crosses_a_network(&url("rediss://10.0.0.5:6380/0")));
+        for local in ["redis://127.0.0.1:6379", "redis://localhost/1", "redis://[::1]:6379/0", "redis://127.0.0.2"] {
+            assert!(!crosses_a_network(&url(local)), "{local}");
+        }
+    }
 
     #[test]
     fn setenv_and_environment_lines_are_read_as_the_servers_read_them() {

@@ -32,22 +32,73 @@ pub enum LogFormat {
 pub enum Store {
     /// `sqlite:PATH`: the embedded store, one file on this host.
     Sqlite(PathBuf),
+    /// `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS:
+    /// one store shared by several hosts.
+    Redis(RedisUrl),
+}
+
+/// A Redis URL as configured. It may hold a password, so it is shown (in
+/// logs, errors and `webauth check`) without it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    fn parse(text: &str) -> Option<RedisUrl> {
+        let url = url::Url::parse(text).ok()?;
+        let db_ok = matches!(url.path(), "" | "/") || url.path()[1..].parse::<u16>().is_ok();
+        let plain = url.query().is_none() && url.fragment().is_none();
+        (matches!(url.scheme(), "redis" | "rediss") && url.host_str().is_some_and(|h| !h.is_empty()) && db_ok && plain)
+            .then(|| RedisUrl(text.to_string()))
+    }
+
+    /// The URL with its password, for connecting only.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
+    pub fn tls(&self) -> bool {
+        self.0.starts_with("rediss:")
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                write!(f, "{url}")
+            }
+            Err(_) => f.write_str("redis (unparsable URL)"),
+        }
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
 }
 
 impl Store {
     fn parse(text: &str) -> Option<Store> {
+        if text.starts_with("redis://") || text.starts_with("rediss://") {
+            return RedisUrl::parse(text).map(Store::Redis);
+        }
         let path = text.strip_prefix("sqlite:")?;
         (!path.is_empty()).then(|| Store::Sqlite(PathBuf::from(path)))
     }
 
     /// The directory for this host's local files when `WEBAUTH_STATE_DIR` is
-    /// not set: beside the SQLite file.
-    fn default_state_dir(&self) -> PathBuf {
+    /// not set: beside the SQLite file. A shared store has no such place.
+    fn default_state_dir(&self) -> Option<PathBuf> {
         match self {
-            Store::Sqlite(path) => match path.parent() {
+            Store::Sqlite(path) => Some(match path.parent() {
                 Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
                 _ => PathBuf::from("."),
-            },
+            }),
+            Store::Redis(_) => None,
         }
     }
 }
@@ -56,6 +107,7 @@ impl fmt::Display for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Store::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            Store::Redis(url) => write!(f, "{url}"),
         }
     }
 }
@@ -205,9 +257,21 @@ impl Config {
         };
         let store_text = var("WEBAUTH_STORE").unwrap_or_else(|| DEFAULT_STORE.to_string());
         let Some(store) = Store::parse(store_text.trim()) else {
-            return Err(ConfigError { name: "WEBAUTH_STORE", value: store_text, expected: "sqlite:PATH" });
+            // The value may hold a Redis password: it is not repeated.
+            let value = if store_text.contains('@') { "(not shown: it has an @)".into() } else { store_text };
+            return Err(ConfigError {
+                name: "WEBAUTH_STORE",
+                value,
+                expected: "sqlite:PATH, or redis://[:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS)",
+            });
         };
-        let state_dir = var("WEBAUTH_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| store.default_state_dir());
+        let Some(state_dir) = var("WEBAUTH_STATE_DIR").map(PathBuf::from).or_else(|| store.default_state_dir()) else {
+            return Err(ConfigError {
+                name: "WEBAUTH_STATE_DIR",
+                value: String::new(),
+                expected: "a directory on this host for its local files, required with a Redis store",
+            });
+        };
         let hsts = match var("WEBAUTH_HSTS").as_deref().map(str::trim) {
             None | Some("on") => Some(DEFAULT_HSTS.to_string()),
             Some("off") => None,

@@ -160,7 +160,7 @@ pub enum Verdict {
 
 /// Applies the idle and absolute rules to a stored session at `now`.
 pub fn judge(config: &Config, record: &SessionRecord, now: i64) -> Verdict {
-    let idle = if record.idle_timeout > 0 { record.idle_timeout } else { config.idle_timeout };
+    let idle = record.idle(config.idle_timeout);
     if now >= record.expires_at {
         Verdict::Expired
     } else if now - record.last_seen >= idle {
@@ -210,7 +210,7 @@ fn lookup(
     match judge(config, &record, now) {
         Verdict::Live { touch } => {
             if touch {
-                store.touch(&id, now)?;
+                store.touch(&id, now, record.idle(config.idle_timeout))?;
             }
             Ok(Some(Live { id, username: record.username }))
         }

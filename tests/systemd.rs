@@ -62,7 +62,9 @@ fn the_hardening_leaves_the_store_and_state_directory_writable() {
     }
     let env = webauth::check::environment_lines(&service);
     let config = webauth::config::Config::from_vars(&env).expect("the unit's Environment= parses");
-    let webauth::config::Store::Sqlite(store) = &config.store;
+    let webauth::config::Store::Sqlite(store) = &config.store else {
+        panic!("the unit's store is an SQLite file: {:?}", config.store)
+    };
     let store_dir = store.parent().expect("the store's folder");
     assert!(writable.iter().any(|w| store_dir.starts_with(w)), "{} is read-only under the unit", store.display());
     assert!(writable.iter().any(|w| config.state_dir.starts_with(w)), "{} is read-only", config.state_dir.display());

@@ -104,14 +104,15 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
     let remembered = fields.remember && config.remember > 0;
     let (lifetime, idle_timeout) =
         if remembered { (config.remember, config.remember_idle_timeout) } else { (config.absolute_timeout, 0) };
-    store.insert(&SessionRecord {
+    let record = SessionRecord {
         id: token.id(),
         username: user.username.clone(),
         created: now,
         last_seen: now,
         expires_at: now + lifetime,
         idle_timeout,
-    })?;
+    };
+    store.insert(&record, record.idle(config.idle_timeout))?;
     audit::record(config.log, Event::LoginSuccess, &user.username, &req.remote_addr);
     let cookie = session_cookie(&config, req, &mount, &token, remembered.then_some(lifetime));
     let response = if json {

@@ -1,6 +1,7 @@
 //! Where sessions and failed-login counters live, behind one trait so that the
 //! handlers never know which store a deployment chose.
 
+pub mod redis;
 pub mod sqlite;
 
 use std::fmt;
@@ -30,6 +31,17 @@ pub struct SessionRecord {
     /// This session's idle timeout in seconds ("remember me" may set a longer
     /// one); 0: the configuration's.
     pub idle_timeout: i64,
+}
+
+impl SessionRecord {
+    /// The idle timeout that applies to this session under `default`.
+    pub fn idle(&self, default: i64) -> i64 {
+        if self.idle_timeout > 0 {
+            self.idle_timeout
+        } else {
+            default
+        }
+    }
 }
 
 /// The rule a failure counter follows.
@@ -70,11 +82,15 @@ impl std::error::Error for StoreError {}
 ///
 /// Every method is one short transaction, safe when many CGI processes and
 /// FastCGI workers use the same store at once.
+///
+/// `idle` is the idle timeout that applies to the session (see
+/// [`SessionRecord::idle`]): a store with native expiry lets the session's
+/// data lapse at the first of its idle and absolute ends.
 pub trait SessionStore {
-    fn insert(&mut self, record: &SessionRecord) -> Result<(), StoreError>;
+    fn insert(&mut self, record: &SessionRecord, idle: i64) -> Result<(), StoreError>;
     fn get(&mut self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
-    /// Records that the session was used at `now`.
-    fn touch(&mut self, id: &SessionId, now: i64) -> Result<(), StoreError>;
+    /// Records that the session was used at `now`; does nothing if it is gone.
+    fn touch(&mut self, id: &SessionId, now: i64, idle: i64) -> Result<(), StoreError>;
     fn delete(&mut self, id: &SessionId) -> Result<(), StoreError>;
     /// Ends every session of a user; returns how many there were.
     fn delete_user(&mut self, username: &str) -> Result<usize, StoreError>;
@@ -107,5 +123,6 @@ pub fn open_existing(store: &Store) -> Result<Option<Box<dyn SessionStore>>, Sto
 pub fn open(store: &Store) -> Result<Box<dyn SessionStore>, StoreError> {
     match store {
         Store::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open(&path.to_string_lossy())?)),
+        Store::Redis(url) => Ok(Box::new(redis::RedisStore::open(url)?)),
     }
 }

@@ -141,7 +141,7 @@ fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
 }
 
 impl SessionStore for SqliteStore {
-    fn insert(&mut self, r: &SessionRecord) -> Result<(), StoreError> {
+    fn insert(&mut self, r: &SessionRecord, _idle: i64) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
                 "INSERT INTO sessions (id, username, created, last_seen, expires_at, idle_timeout) \
@@ -163,7 +163,7 @@ impl SessionStore for SqliteStore {
             .map_err(|e| self.fail(e))
     }
 
-    fn touch(&mut self, id: &SessionId, now: i64) -> Result<(), StoreError> {
+    fn touch(&mut self, id: &SessionId, now: i64, _idle: i64) -> Result<(), StoreError> {
         self.conn
             .prepare_cached("UPDATE sessions SET last_seen = max(last_seen, ?2) WHERE id = ?1")
             .and_then(|mut s| s.execute(params![&id.0[..], now]))
@@ -190,7 +190,7 @@ impl SessionStore for SqliteStore {
         let result = (|| {
             let mut s = self.conn.prepare(
                 "SELECT id, username, created, last_seen, expires_at, idle_timeout FROM sessions \
-                 ORDER BY username, created",
+                 ORDER BY username, created, id",
             )?;
             let rows = s.query_map([], record_from_row)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -345,9 +345,9 @@ mod tests {
     fn insert_get_touch_delete() {
         let (_dir, mut s) = temp_store();
         let r = record("john", 1000);
-        s.insert(&r).unwrap();
+        s.insert(&r, 60).unwrap();
         assert_eq!(s.get(&r.id).unwrap(), Some(r.clone()));
-        s.touch(&r.id, 1050).unwrap();
+        s.touch(&r.id, 1050, 60).unwrap();
         assert_eq!(s.get(&r.id).unwrap().unwrap().last_seen, 1050);
         s.delete(&r.id).unwrap();
         assert_eq!(s.get(&r.id).unwrap(), None);
@@ -358,7 +358,7 @@ mod tests {
         let (_dir, mut s) = temp_store();
         let (a, b, c) = (record("john", 1), record("john", 1), record("jane", 1));
         for r in [&a, &b, &c] {
-            s.insert(r).unwrap();
+            s.insert(r, 60).unwrap();
         }
         assert_eq!(s.delete_user("john").unwrap(), 2);
         assert_eq!(s.list().unwrap(), vec![c]);
@@ -369,8 +369,8 @@ mod tests {
         let (_dir, mut s) = temp_store();
         let fresh = record("a", 1000);
         let idle = record("b", 100);
-        s.insert(&fresh).unwrap();
-        s.insert(&idle).unwrap();
+        s.insert(&fresh, 60).unwrap();
+        s.insert(&idle, 60).unwrap();
         assert_eq!(s.purge(1010, 500, 600).unwrap(), 1);
         assert_eq!(s.list().unwrap(), vec![fresh]);
     }
@@ -433,7 +433,7 @@ mod tests {
         let dir = tempdir::Dir::new();
         let path = dir.path().join("s.db");
         let r = record("john", 1);
-        SqliteStore::open(path.to_str().unwrap()).unwrap().insert(&r).unwrap();
+        SqliteStore::open(path.to_str().unwrap()).unwrap().insert(&r, 60).unwrap();
         assert_eq!(SqliteStore::open(path.to_str().unwrap()).unwrap().get(&r.id).unwrap(), Some(r));
     }
 

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod fcgi_client;
+pub mod redis_server;
 pub mod web;
 pub mod webdriver;
 
@@ -69,6 +70,16 @@ impl TestSite {
         ];
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         TestSite { dir, users, store, env: vars }
+    }
+
+    /// A site whose store is the Redis at `url` (the state directory, for
+    /// the verification slots, is the site's directory).
+    pub fn with_redis(url: &str, env: &[(&str, &str)]) -> TestSite {
+        let mut site = TestSite::with_env(env);
+        let state = site.dir.path().display().to_string();
+        site.set("WEBAUTH_STORE", url);
+        site.set("WEBAUTH_STATE_DIR", &state);
+        site
     }
 
     pub fn set(&mut self, name: &str, value: &str) {
