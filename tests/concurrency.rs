@@ -24,7 +24,10 @@ const USERS: &[(&str, &str, &str, &str)] = &[
 
 /// john and jane, and the other four users added to the users file.
 fn site_with_users() -> TestSite {
-    let site = TestSite::new();
+    // A slot for each of the 8 threads: these tests are about the store
+    // under parallel processes; waiting for slots is tests/faults.rs's, and
+    // on a loaded machine 8 logins queued on 4 slots can wait past 2 s.
+    let site = TestSite::with_env(&[("WEBAUTH_MAX_VERIFICATIONS", "8")]);
     let text = std::fs::read_to_string(&site.users).expect("read users");
     let mut users: serde_json::Value = serde_json::from_str(&text).expect("users JSON");
     for (user, pass, first, last) in &USERS[2..] {
