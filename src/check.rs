@@ -337,8 +337,7 @@ fn check_store(path: &Path, runner: Option<u32>, findings: &mut Vec<Finding>) {
 
 /// A shared store: reachable, and answering, from this host.
 fn check_redis(url: &crate::config::RedisUrl, findings: &mut Vec<Finding>) {
-    use crate::store::SessionStore;
-    let probe = crate::store::redis::RedisStore::open(url)
+    let probe = crate::store::open(&Store::Redis(url.clone()))
         .and_then(|mut store| store.get(&crate::store::SessionId([0; 32])).map(|_| ()));
     match probe {
         Ok(()) => findings.push(ok(format!("session store {url} answers"))),

@@ -265,6 +265,15 @@ impl Config {
                 expected: "sqlite:PATH, or redis://[:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS)",
             });
         };
+        #[cfg(not(feature = "redis"))]
+        if matches!(store, Store::Redis(_)) {
+            return Err(ConfigError {
+                name: "WEBAUTH_STORE",
+                value: store.to_string(),
+                expected: "sqlite:PATH: these programs were built without the Redis store \
+                           (the shared-host build); use the standard build for Redis",
+            });
+        }
         let Some(state_dir) = var("WEBAUTH_STATE_DIR").map(PathBuf::from).or_else(|| store.default_state_dir()) else {
             return Err(ConfigError {
                 name: "WEBAUTH_STATE_DIR",

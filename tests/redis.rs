@@ -5,6 +5,8 @@
 //! and coming back under a running FastCGI worker, and two nginx hosts that
 //! share one Redis.
 
+#![cfg(feature = "redis")]
+
 mod support;
 
 use std::process::{Command, Stdio};

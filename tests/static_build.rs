@@ -100,4 +100,13 @@ fn the_static_programs_need_no_dynamic_loader_and_serve_cgi_from_an_empty_enviro
     assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&login.stderr));
     assert!(response.header("Set-Cookie").is_some_and(|c| c.starts_with("webauth=")));
     assert!(root.path().join("sessions.db").exists(), "the store was created inside the folder");
+
+    // Built without the Redis store: a Redis setting is a clear refusal.
+    let redis =
+        [("WEBAUTH_USERS", users.as_str()), ("WEBAUTH_STORE", "redis://127.0.0.1:1/0"), ("WEBAUTH_STATE_DIR", "/")];
+    let page = cgi(&mut command("index"), "GET", b"", &redis);
+    let response = parse_response(&page.stdout).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&page.stderr)));
+    assert_eq!(response.status, 500);
+    let stderr = String::from_utf8_lossy(&page.stderr);
+    assert!(stderr.contains("built without the Redis store"), "{stderr}");
 }

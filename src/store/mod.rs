@@ -1,6 +1,7 @@
 //! Where sessions and failed-login counters live, behind one trait so that the
 //! handlers never know which store a deployment chose.
 
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod sqlite;
 
@@ -123,6 +124,13 @@ pub fn open_existing(store: &Store) -> Result<Option<Box<dyn SessionStore>>, Sto
 pub fn open(store: &Store) -> Result<Box<dyn SessionStore>, StoreError> {
     match store {
         Store::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open(&path.to_string_lossy())?)),
+        #[cfg(feature = "redis")]
         Store::Redis(url) => Ok(Box::new(redis::RedisStore::open(url)?)),
+        // Refused when the configuration is read; kept for the match.
+        #[cfg(not(feature = "redis"))]
+        Store::Redis(url) => Err(StoreError::Unavailable {
+            store: url.to_string(),
+            cause: "this build has no Redis store (the redis feature)".into(),
+        }),
     }
 }

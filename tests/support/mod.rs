@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod fcgi_client;
+#[cfg(feature = "redis")]
 pub mod redis_server;
 pub mod web;
 pub mod webdriver;
