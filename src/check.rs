@@ -228,7 +228,11 @@ pub fn run(deployment: &Deployment) -> Vec<Finding> {
             check_store(&path, runner(deployment), &mut findings);
             check_secret_file("session store", &path, deployment, &mut findings);
         }
-        Store::Redis(url) => check_redis(url, &mut findings),
+        Store::Redis { url, secret_key } => {
+            let secret_key = deployment.resolve(secret_key);
+            check_redis(&Store::Redis { url: url.clone(), secret_key: secret_key.clone() }, &mut findings);
+            check_secret_file("secret key", &secret_key, deployment, &mut findings);
+        }
     }
     let state = deployment.resolve(&config.state_dir);
     check_writable_dir("state directory (verification slots)", &state, runner(deployment), &mut findings);
@@ -336,9 +340,10 @@ fn check_store(path: &Path, runner: Option<u32>, findings: &mut Vec<Finding>) {
 }
 
 /// A shared store: reachable, and answering, from this host.
-fn check_redis(url: &crate::config::RedisUrl, findings: &mut Vec<Finding>) {
-    let probe = crate::store::open(&Store::Redis(url.clone()))
-        .and_then(|mut store| store.get(&crate::store::SessionId([0; 32])).map(|_| ()));
+fn check_redis(store: &Store, findings: &mut Vec<Finding>) {
+    let Store::Redis { url, .. } = store else { return };
+    let probe =
+        crate::store::open(store).and_then(|mut store| store.get(&crate::store::SessionId([0; 32])).map(|_| ()));
     match probe {
         Ok(()) => findings.push(ok(format!("session store {url} answers"))),
         Err(e) => findings.push(fail(
@@ -434,10 +439,11 @@ mod tests {
         let url = |text: &str| match Config::from_vars(&[
             ("WEBAUTH_STORE".into(), text.into()),
             ("WEBAUTH_STATE_DIR".into(), "/tmp".into()),
+            ("WEBAUTH_SECRET_KEY".into(), "/tmp/k".into()),
         ])
         .map(|c| c.store)
         {
-            Ok(Store::Redis(url)) => url,
+            Ok(Store::Redis { url, .. }) => url,
             other => panic!("{other:?}"),
         };
         assert!(crosses_a_network(&url("redis://:pw@10.0.0.5:6379/0")));

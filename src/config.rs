@@ -33,8 +33,9 @@ pub enum Store {
     /// `sqlite:PATH`: the embedded store, one file on this host.
     Sqlite(PathBuf),
     /// `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS:
-    /// one store shared by several hosts.
-    Redis(RedisUrl),
+    /// one store shared by several hosts, with the secret key file
+    /// (`WEBAUTH_SECRET_KEY`) that every host has and Redis does not.
+    Redis { url: RedisUrl, secret_key: PathBuf },
 }
 
 /// A Redis URL as configured. It may hold a password, so it is shown (in
@@ -67,6 +68,9 @@ impl fmt::Display for RedisUrl {
             Ok(mut url) => {
                 if url.password().is_some() {
                     let _ = url.set_password(Some("***"));
+                } else if !url.username().is_empty() {
+                    // A user name alone is most likely a misplaced password.
+                    let _ = url.set_username("***");
                 }
                 write!(f, "{url}")
             }
@@ -83,8 +87,9 @@ impl fmt::Debug for RedisUrl {
 
 impl Store {
     fn parse(text: &str) -> Option<Store> {
-        if text.starts_with("redis://") || text.starts_with("rediss://") {
-            return RedisUrl::parse(text).map(Store::Redis);
+        if is_redis(text) {
+            let secret_key = PathBuf::new(); // filled in from WEBAUTH_SECRET_KEY
+            return RedisUrl::parse(text).map(|url| Store::Redis { url, secret_key });
         }
         let path = text.strip_prefix("sqlite:")?;
         (!path.is_empty()).then(|| Store::Sqlite(PathBuf::from(path)))
@@ -98,16 +103,20 @@ impl Store {
                 Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
                 _ => PathBuf::from("."),
             }),
-            Store::Redis(_) => None,
+            Store::Redis { .. } => None,
         }
     }
+}
+
+fn is_redis(text: &str) -> bool {
+    text.starts_with("redis://") || text.starts_with("rediss://")
 }
 
 impl fmt::Display for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Store::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
-            Store::Redis(url) => write!(f, "{url}"),
+            Store::Redis { url, .. } => write!(f, "{url}"),
         }
     }
 }
@@ -256,17 +265,35 @@ impl Config {
             }
         };
         let store_text = var("WEBAUTH_STORE").unwrap_or_else(|| DEFAULT_STORE.to_string());
-        let Some(store) = Store::parse(store_text.trim()) else {
-            // The value may hold a Redis password: it is not repeated.
-            let value = if store_text.contains('@') { "(not shown: it has an @)".into() } else { store_text };
+        let Some(mut store) = Store::parse(store_text.trim()) else {
+            // A Redis URL may hold a password (after @, or as ?password=):
+            // it is not repeated.
+            let value = if is_redis(store_text.trim()) || store_text.contains('@') {
+                "(a Redis URL, not shown: it may hold a password)".into()
+            } else {
+                store_text
+            };
             return Err(ConfigError {
                 name: "WEBAUTH_STORE",
                 value,
                 expected: "sqlite:PATH, or redis://[:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS)",
             });
         };
+        if let Store::Redis { secret_key, .. } = &mut store {
+            match var("WEBAUTH_SECRET_KEY") {
+                Some(path) => *secret_key = PathBuf::from(path.trim()),
+                None => {
+                    return Err(ConfigError {
+                        name: "WEBAUTH_SECRET_KEY",
+                        value: String::new(),
+                        expected: "the path of a file of at least 32 random bytes, the same on every host \
+                                   (head -c 32 /dev/urandom > FILE), required with a Redis store",
+                    })
+                }
+            }
+        }
         #[cfg(not(feature = "redis"))]
-        if matches!(store, Store::Redis(_)) {
+        if matches!(store, Store::Redis { .. }) {
             return Err(ConfigError {
                 name: "WEBAUTH_STORE",
                 value: store.to_string(),

@@ -190,11 +190,11 @@ pub fn end_sent_sessions(app: &mut App, req: &Request) -> Result<Vec<String>, Er
     let config = app.config();
     let store = app.store()?;
     let mut ended = Vec::new();
-    for token in session::all_tokens(&req.cookie_header, &config.cookie_name) {
-        let id = token.id();
+    let ids: Vec<_> = session::all_tokens(&req.cookie_header, &config.cookie_name).iter().map(|t| t.id()).collect();
+    for (id, record) in ids.iter().zip(store.get_many(&ids)?) {
         // Deleted whether or not it is still live: a copied cookie stops now.
-        if let Some(record) = store.get(&id)? {
-            store.delete(&id)?;
+        if let Some(record) = record {
+            store.delete(id)?;
             ended.push(record.username);
         }
     }

@@ -90,6 +90,11 @@ impl std::error::Error for StoreError {}
 pub trait SessionStore {
     fn insert(&mut self, record: &SessionRecord, idle: i64) -> Result<(), StoreError>;
     fn get(&mut self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
+    /// [`SessionStore::get`] for each id, in order (one round trip where the
+    /// store is across a network).
+    fn get_many(&mut self, ids: &[SessionId]) -> Result<Vec<Option<SessionRecord>>, StoreError> {
+        ids.iter().map(|id| self.get(id)).collect()
+    }
     /// Records that the session was used at `now`; does nothing if it is gone.
     fn touch(&mut self, id: &SessionId, now: i64, idle: i64) -> Result<(), StoreError>;
     fn delete(&mut self, id: &SessionId) -> Result<(), StoreError>;
@@ -125,10 +130,10 @@ pub fn open(store: &Store) -> Result<Box<dyn SessionStore>, StoreError> {
     match store {
         Store::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open(&path.to_string_lossy())?)),
         #[cfg(feature = "redis")]
-        Store::Redis(url) => Ok(Box::new(redis::RedisStore::open(url)?)),
+        Store::Redis { url, secret_key } => Ok(Box::new(redis::RedisStore::open(url, secret_key)?)),
         // Refused when the configuration is read; kept for the match.
         #[cfg(not(feature = "redis"))]
-        Store::Redis(url) => Err(StoreError::Unavailable {
+        Store::Redis { url, .. } => Err(StoreError::Unavailable {
             store: url.to_string(),
             cause: "this build has no Redis store (the redis feature)".into(),
         }),

@@ -1,65 +1,86 @@
 //! The shared store: one Redis for several web hosts, so that a session
 //! started on one host is good on all of them, and so are a ban and a logout.
 //!
+//! Whoever can write to Redis must not be able to log in. So the hosts share
+//! a secret key (`WEBAUTH_SECRET_KEY`, a file Redis never sees), and:
+//! - a session's key is `s:` and an HMAC of its token's SHA-256: knowing a
+//!   token of one's own, one cannot name its record without the key;
+//! - each record carries an HMAC of its id, user and lifetimes: a record
+//!   written or edited without the key (another user's name put on one's own
+//!   session) fails its check and counts as no session.
+//!
+//! No live token is in Redis; a copy of Redis holds nothing to log in with.
+//!
 //! Keys, all under `webauth:`:
-//! - `s:<hex of the token's SHA-256>`: a session, a hash of its fields. Its
-//!   native expiry is the first of its idle and absolute ends and moves with
-//!   each last-seen touch. No live token is in Redis, only its hash.
-//! - `u:<username>`: the user's sessions, a sorted set of their ids scored by
-//!   when each lapses, so that "end every session of a user" is one script.
-//! - `f:<regulation key>`: a failure counter (count, window start, ban end),
-//!   which lapses with its window or its ban.
+//! - `s:<name>`: a session, a hash of its fields. Its native expiry is the
+//!   first of its idle and absolute ends and moves with each last-seen touch.
+//! - `u:<username>`: the user's session names in a sorted set, so that "end
+//!   every session of a user" is one script.
+//! - `f:<regulation key>`: a failure count that lapses with its window;
+//!   `b:<regulation key>`: a ban that lapses with itself.
 //!
 //! Every step that reads and then writes is one Lua script, which Redis runs
 //! atomically: counting an attempt and deciding the ban cannot interleave
 //! with another host's attempt (`BEGIN IMMEDIATE` does this for SQLite).
-//! Expiry times are relative (`EXPIRE`), so a host's clock need not agree
-//! with the Redis server's.
+//! Regulation uses only relative expiry (`EXPIRE`, `SET EX`), so hosts whose
+//! clocks disagree still share one count and one ban. Sessions hold absolute
+//! times, as with SQLite: the hosts' clocks must agree (NTP).
 //!
 //! A connection is made on first use, with a connect timeout, and every
-//! command has a timeout. Any error drops the connection and is a
+//! reply has a timeout. Any error drops the connection and is a
 //! [`StoreError`] (a `503`); the next request connects again, so service
 //! comes back by itself when Redis does.
 //!
 //! The scripts touch keys they compute (a session's user index), which a
-//! Redis Cluster refuses: a standalone Redis (with replicas or Sentinel
-//! behind one address) is what this store expects.
+//! Redis Cluster refuses: a standalone Redis is what this store expects.
 
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use hmac::{Hmac, KeyInit, Mac};
 use redis::{Connection, RedisResult, Script};
+use sha2::Sha256;
 
 use super::{Attempt, Limit, SessionId, SessionRecord, SessionStore, StoreError};
 use crate::config::RedisUrl;
 
-/// How long a connection (TCP, TLS and the handshake) may take.
+/// How long connecting (TCP, TLS) and each reply may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long any command may take to be written and answered.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The shortest secret key file accepted: 256 bits.
+pub const MIN_SECRET_KEY: usize = 32;
+
 const PREFIX: &str = "webauth:";
+const SESSIONS: &str = "webauth:s:";
+const INDEXES: &str = "webauth:u:";
 
 pub struct RedisStore {
     client: redis::Client,
     label: String,
     conn: Option<Connection>,
+    key: Vec<u8>,
 }
 
-/// KEYS: session, user index. ARGV: username, created, last_seen,
-/// expires_at, idle_timeout, seconds to live, now, id, lapse time.
+/// KEYS: session, user index. ARGV: id, username, created, last_seen,
+/// expires_at, idle_timeout, mac, seconds to live, name, now, session prefix.
+/// Names in the index whose session is gone are dropped (checked by
+/// existence, so another host's clock does not matter).
 const INSERT: &str = r"
-redis.call('HSET', KEYS[1], 'username', ARGV[1], 'created', ARGV[2], 'last_seen', ARGV[3],
-    'expires_at', ARGV[4], 'idle_timeout', ARGV[5])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[7])
-redis.call('ZADD', KEYS[2], ARGV[9], ARGV[8])
-local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-redis.call('EXPIRE', KEYS[2], math.max(tonumber(last[2]) - tonumber(ARGV[7]), 1))
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'username', ARGV[2], 'created', ARGV[3], 'last_seen', ARGV[4],
+    'expires_at', ARGV[5], 'idle_timeout', ARGV[6], 'mac', ARGV[7])
+local ttl = tonumber(ARGV[8])
+redis.call('EXPIRE', KEYS[1], ttl)
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[10], 'LIMIT', 0, 100)) do
+    if redis.call('EXISTS', ARGV[11] .. name) == 0 then redis.call('ZREM', KEYS[2], name) end
+end
+redis.call('ZADD', KEYS[2], tonumber(ARGV[10]) + ttl, ARGV[9])
+if redis.call('TTL', KEYS[2]) < ttl then redis.call('EXPIRE', KEYS[2], ttl) end
 return 1
 ";
 
-/// KEYS: session. ARGV: now, idle timeout, id, user index prefix.
+/// KEYS: session. ARGV: now, idle timeout, name, user index prefix.
 /// A session that is gone stays gone: nothing is written for it.
 const TOUCH: &str = r"
 local h = redis.call('HMGET', KEYS[1], 'last_seen', 'expires_at', 'username')
@@ -80,7 +101,7 @@ if redis.call('TTL', index) < ends - now then redis.call('EXPIRE', index, ends -
 return 1
 ";
 
-/// KEYS: session. ARGV: id, user index prefix.
+/// KEYS: session. ARGV: name, user index prefix.
 const DELETE: &str = r"
 local user = redis.call('HGET', KEYS[1], 'username')
 redis.call('DEL', KEYS[1])
@@ -92,53 +113,49 @@ return 1
 /// were live.
 const DELETE_USER: &str = r"
 local n = 0
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    n = n + redis.call('DEL', ARGV[1] .. id)
+for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    n = n + redis.call('DEL', ARGV[1] .. name)
 end
 redis.call('DEL', KEYS[1])
 return n
 ";
 
-/// KEYS: the counters. ARGV: now, then max, window and ban for each key.
-/// Returns {refused until or 0, started a ban 0/1}. The same rules as the
-/// SQLite store's `attempt`.
+/// KEYS: a count and a ban key for each regulation key. ARGV: max, window
+/// and ban for each. Returns {milliseconds a ban has left or 0, 1 if this
+/// attempt started a ban}. The rules of the SQLite store's `attempt`: a ban
+/// on any key refuses without counting; otherwise every key is counted, and
+/// a key reaching its limit within its window is banned and counts anew.
 const ATTEMPT: &str = r"
-local now = tonumber(ARGV[1])
+local n = #KEYS / 2
 local refused = 0
-for _, key in ipairs(KEYS) do
-    local until_ = tonumber(redis.call('HGET', key, 'banned_until') or '0')
-    if until_ > now and until_ > refused then refused = until_ end
+for i = 1, n do
+    local left = redis.call('PTTL', KEYS[2 * i])
+    if left > refused then refused = left end
 end
 if refused > 0 then return {refused, 0} end
 local started = 0
-for i, key in ipairs(KEYS) do
-    local max = tonumber(ARGV[3 * i - 1])
-    local window = tonumber(ARGV[3 * i])
-    local ban = tonumber(ARGV[3 * i + 1])
-    local h = redis.call('HMGET', key, 'count', 'window_start')
-    local count, start = 1, now
-    if h[1] and h[2] and now - tonumber(h[2]) < window then
-        count, start = tonumber(h[1]) + 1, tonumber(h[2])
-    end
-    local banned = 0
+for i = 1, n do
+    local max, window, ban = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+    local count = redis.call('INCR', KEYS[2 * i - 1])
+    if count == 1 then redis.call('EXPIRE', KEYS[2 * i - 1], math.max(window, 1)) end
     if count >= max then
-        started, count, start, banned = 1, 0, now, now + ban
+        started = 1
+        redis.call('DEL', KEYS[2 * i - 1])
+        if ban > 0 then redis.call('SET', KEYS[2 * i], '1', 'EX', ban) end
     end
-    redis.call('HSET', key, 'count', count, 'window_start', start, 'banned_until', banned)
-    redis.call('EXPIRE', key, math.max(start + window, banned) - now + 1)
 end
 return {0, started}
 ";
 
-/// KEYS: counters to clear, then counters to forgive one attempt.
-/// ARGV: how many to clear.
+/// KEYS: count and ban keys to clear, then counts to forgive one attempt.
+/// ARGV: how many keys to clear.
 const SUCCEEDED: &str = r"
 local clear = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
     if i <= clear then
         redis.call('DEL', key)
-    elseif tonumber(redis.call('HGET', key, 'count') or '0') > 0 then
-        redis.call('HINCRBY', key, 'count', -1)
+    elseif tonumber(redis.call('GET', key) or '0') > 0 then
+        redis.call('DECR', key)
     end
 end
 return 1
@@ -167,16 +184,16 @@ fn scripts() -> &'static Scripts {
     })
 }
 
-fn session_key(id: &SessionId) -> String {
-    format!("{PREFIX}s:{}", hex(&id.0))
-}
-
-fn user_key(username: &str) -> String {
-    format!("{PREFIX}u:{username}")
-}
-
-fn failure_key(key: &str) -> String {
+fn count_key(key: &str) -> String {
     format!("{PREFIX}f:{key}")
+}
+
+fn ban_key(key: &str) -> String {
+    format!("{PREFIX}b:{key}")
+}
+
+fn index_key(username: &str) -> String {
+    format!("{INDEXES}{username}")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -194,32 +211,78 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// A session's fields as `HMGET` returns them, in [`FIELDS`] order.
-const FIELDS: [&str; 5] = ["username", "created", "last_seen", "expires_at", "idle_timeout"];
+/// A session's fields as `HMGET` returns them, in this order.
+const FIELDS: [&str; 7] = ["id", "username", "created", "last_seen", "expires_at", "idle_timeout", "mac"];
 
-fn record_from_fields(id: SessionId, fields: Vec<Option<String>>) -> Option<SessionRecord> {
-    let number = |i: usize| fields.get(i)?.as_deref()?.parse::<i64>().ok();
-    Some(SessionRecord {
-        id,
-        username: fields.first()?.clone()?,
-        created: number(1)?,
-        last_seen: number(2)?,
-        expires_at: number(3)?,
-        idle_timeout: number(4)?,
-    })
+/// Reads the secret key file: at least [`MIN_SECRET_KEY`] bytes.
+pub fn read_secret_key(path: &Path) -> Result<Vec<u8>, String> {
+    let key = std::fs::read(path).map_err(|e| format!("secret key file {}: {e}", path.display()))?;
+    if key.len() < MIN_SECRET_KEY {
+        return Err(format!(
+            "secret key file {}: {} bytes, fewer than {MIN_SECRET_KEY} (make one: head -c 32 /dev/urandom > FILE)",
+            path.display(),
+            key.len()
+        ));
+    }
+    Ok(key)
 }
 
 impl RedisStore {
-    /// Checks the URL; the connection is made on first use.
-    pub fn open(url: &RedisUrl) -> Result<RedisStore, StoreError> {
+    /// Reads the secret key and checks the URL; the connection is made on
+    /// first use.
+    pub fn open(url: &RedisUrl, secret_key: &Path) -> Result<RedisStore, StoreError> {
         let label = url.to_string();
+        let unavailable = |cause: String| StoreError::Unavailable { store: label.clone(), cause };
+        let key = read_secret_key(secret_key).map_err(unavailable)?;
         if url.tls() {
             // The one crypto provider compiled in; an error means one is set.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = redis::Client::open(url.secret())
-            .map_err(|e| StoreError::Unavailable { store: label.clone(), cause: redact(&e.to_string(), url) })?;
-        Ok(RedisStore { client, label, conn: None })
+        let client = redis::Client::open(url.secret()).map_err(|e| unavailable(redact(&e.to_string(), url)))?;
+        Ok(RedisStore { client, label, conn: None, key })
+    }
+
+    fn mac(&self, purpose: &[u8]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(purpose);
+        mac
+    }
+
+    /// The name of a session's record: an HMAC of its id under the key.
+    fn name(&self, id: &SessionId) -> String {
+        let mut mac = self.mac(b"webauth redis session name v1\0");
+        mac.update(&id.0);
+        hex(&mac.finalize().into_bytes())
+    }
+
+    fn session_key(&self, id: &SessionId) -> String {
+        format!("{SESSIONS}{}", self.name(id))
+    }
+
+    /// The HMAC over what a record says, but its last-seen time (which each
+    /// touch moves, within the lifetimes the HMAC covers).
+    fn record_mac(&self, r: &SessionRecord) -> Hmac<Sha256> {
+        let mut mac = self.mac(b"webauth redis session record v1\0");
+        mac.update(&r.id.0);
+        mac.update(&(r.username.len() as u64).to_le_bytes());
+        mac.update(r.username.as_bytes());
+        for n in [r.created, r.expires_at, r.idle_timeout] {
+            mac.update(&n.to_le_bytes());
+        }
+        mac
+    }
+
+    /// The record a name's fields hold, if they are whole and carry our HMAC.
+    fn record_from_fields(&self, name: &str, fields: Vec<Option<String>>) -> Option<SessionRecord> {
+        let record = parse_fields(&fields)?;
+        let tag = fields.get(6).cloned().flatten().and_then(|t| unhex(&t));
+        let good = tag.is_some_and(|tag| self.record_mac(&record).verify_slice(&tag).is_ok());
+        if !good || self.name(&record.id) != name {
+            // Not written by a host with the key: someone else wrote Redis.
+            eprintln!("webauth: error: session store {}: a session record fails its check; ignored", self.label);
+            return None;
+        }
+        Some(record)
     }
 
     /// Runs `f` on the connection, connecting first if need be. Any error
@@ -249,65 +312,111 @@ impl RedisStore {
     }
 }
 
+/// The fields of a record (without checking its HMAC).
+fn parse_fields(fields: &[Option<String>]) -> Option<SessionRecord> {
+    let text = |i: usize| fields.get(i)?.as_deref();
+    let number = |i: usize| text(i)?.parse::<i64>().ok();
+    Some(SessionRecord {
+        id: SessionId(unhex(text(0)?)?),
+        username: text(1)?.to_string(),
+        created: number(2)?,
+        last_seen: number(3)?,
+        expires_at: number(4)?,
+        idle_timeout: number(5)?,
+    })
+}
+
 /// An error message from parsing the URL might quote it: no password in logs.
 fn redact(message: &str, url: &RedisUrl) -> String {
-    match url::Url::parse(url.secret()).ok().and_then(|u| u.password().map(str::to_string)) {
-        Some(password) if !password.is_empty() => message.replace(&password, "***"),
-        _ => message.to_string(),
+    let parsed = url::Url::parse(url.secret()).ok();
+    let mut message = message.to_string();
+    for secret in
+        [parsed.as_ref().and_then(|u| u.password()), parsed.as_ref().map(|u| u.username())].into_iter().flatten()
+    {
+        if !secret.is_empty() {
+            message = message.replace(secret, "***");
+        }
     }
+    message
 }
 
 impl SessionStore for RedisStore {
     fn insert(&mut self, r: &SessionRecord, idle: i64) -> Result<(), StoreError> {
         let lapses = r.expires_at.min(r.last_seen + idle);
         let ttl = (lapses - r.last_seen).max(1);
+        let name = self.name(&r.id);
+        let tag = hex(&self.record_mac(r).finalize().into_bytes());
         let script = &scripts().insert;
         self.run(|c| {
             script
-                .key(session_key(&r.id))
-                .key(user_key(&r.username))
+                .key(format!("{SESSIONS}{name}"))
+                .key(index_key(&r.username))
+                .arg(hex(&r.id.0))
                 .arg(&r.username)
                 .arg(r.created)
                 .arg(r.last_seen)
                 .arg(r.expires_at)
                 .arg(r.idle_timeout)
+                .arg(tag)
                 .arg(ttl)
+                .arg(&name)
                 .arg(r.last_seen)
-                .arg(hex(&r.id.0))
-                .arg(lapses)
+                .arg(SESSIONS)
                 .invoke::<i64>(c)
         })
         .map(|_| ())
     }
 
     fn get(&mut self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        let key = session_key(id);
-        let fields: Vec<Option<String>> = self.run(|c| redis::cmd("HMGET").arg(&key).arg(&FIELDS[..]).query(c))?;
-        Ok(record_from_fields(*id, fields))
+        Ok(self.get_many(std::slice::from_ref(id))?.pop().flatten())
+    }
+
+    /// One round trip for all of them (a request may carry many cookies).
+    fn get_many(&mut self, ids: &[SessionId]) -> Result<Vec<Option<SessionRecord>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = ids.iter().map(|id| self.name(id)).collect();
+        let rows: Vec<Vec<Option<String>>> = self.run(|c| {
+            let mut pipe = redis::pipe();
+            for name in &names {
+                pipe.cmd("HMGET").arg(format!("{SESSIONS}{name}")).arg(&FIELDS[..]);
+            }
+            pipe.query(c)
+        })?;
+        Ok(names
+            .iter()
+            .zip(rows)
+            .zip(ids)
+            .map(|((name, fields), id)| {
+                if fields.iter().all(Option::is_none) {
+                    return None;
+                }
+                self.record_from_fields(name, fields).filter(|r| &r.id == id)
+            })
+            .collect())
     }
 
     fn touch(&mut self, id: &SessionId, now: i64, idle: i64) -> Result<(), StoreError> {
         let script = &scripts().touch;
-        let index_prefix = format!("{PREFIX}u:");
-        self.run(|c| script.key(session_key(id)).arg(now).arg(idle).arg(hex(&id.0)).arg(&index_prefix).invoke::<i64>(c))
-            .map(|_| ())
+        let (key, name) = (self.session_key(id), self.name(id));
+        self.run(|c| script.key(key).arg(now).arg(idle).arg(name).arg(INDEXES).invoke::<i64>(c)).map(|_| ())
     }
 
     fn delete(&mut self, id: &SessionId) -> Result<(), StoreError> {
         let script = &scripts().delete;
-        let index_prefix = format!("{PREFIX}u:");
-        self.run(|c| script.key(session_key(id)).arg(hex(&id.0)).arg(&index_prefix).invoke::<i64>(c)).map(|_| ())
+        let (key, name) = (self.session_key(id), self.name(id));
+        self.run(|c| script.key(key).arg(name).arg(INDEXES).invoke::<i64>(c)).map(|_| ())
     }
 
     fn delete_user(&mut self, username: &str) -> Result<usize, StoreError> {
         let script = &scripts().delete_user;
-        let session_prefix = format!("{PREFIX}s:");
-        let n: i64 = self.run(|c| script.key(user_key(username)).arg(&session_prefix).invoke(c))?;
+        let n: i64 = self.run(|c| script.key(index_key(username)).arg(SESSIONS).invoke(c))?;
         Ok(n.max(0) as usize)
     }
 
     fn list(&mut self) -> Result<Vec<SessionRecord>, StoreError> {
-        let pattern = format!("{PREFIX}s:*");
+        let pattern = format!("{SESSIONS}*");
         let keys: Vec<String> = self.run(|c| {
             let mut keys = Vec::new();
             let mut cursor: u64 = 0;
@@ -321,48 +430,55 @@ impl SessionStore for RedisStore {
                 cursor = next;
             }
         })?;
-        let ids: Vec<SessionId> =
-            keys.iter().filter_map(|k| unhex(k.strip_prefix(&pattern[..pattern.len() - 1])?)).map(SessionId).collect();
         let rows: Vec<Vec<Option<String>>> = self.run(|c| {
             let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.cmd("HMGET").arg(session_key(id)).arg(&FIELDS[..]);
+            for key in &keys {
+                pipe.cmd("HMGET").arg(key).arg(&FIELDS[..]);
             }
             pipe.query(c)
         })?;
         // A session that lapsed between the scan and the read is left out.
-        let mut records: Vec<SessionRecord> =
-            ids.into_iter().zip(rows).filter_map(|(id, fields)| record_from_fields(id, fields)).collect();
+        let mut records: Vec<SessionRecord> = keys
+            .iter()
+            .zip(rows)
+            .filter(|(_, fields)| fields.iter().any(Option::is_some))
+            .filter_map(|(key, fields)| self.record_from_fields(key.strip_prefix(SESSIONS)?, fields))
+            .collect();
         records.sort_by(|a, b| (&a.username, a.created, a.id.0).cmp(&(&b.username, b.created, b.id.0)));
         Ok(records)
     }
 
     /// Redis lapses sessions and counters by itself; a user's index drops
-    /// lapsed ids when a session is added to it, and lapses with the last.
+    /// names of ended sessions when a session is added to it, and lapses
+    /// with the last.
     fn purge(&mut self, _now: i64, _idle_timeout: i64, _failure_window: i64) -> Result<usize, StoreError> {
         Ok(0)
     }
 
     fn attempt(&mut self, keys: &[(String, Limit)], now: i64) -> Result<Attempt, StoreError> {
         let script = &scripts().attempt;
-        let (refused_until, started): (i64, i64) = self.run(|c| {
+        let (refused_ms, started): (i64, i64) = self.run(|c| {
             let mut call = script.prepare_invoke();
-            call.arg(now);
             for (key, limit) in keys {
-                call.key(failure_key(key)).arg(limit.max).arg(limit.window).arg(limit.ban);
+                call.key(count_key(key)).key(ban_key(key)).arg(limit.max).arg(limit.window).arg(limit.ban);
             }
             call.invoke(c)
         })?;
-        Ok(Attempt { refused_until: (refused_until > 0).then_some(refused_until), started_ban: started == 1 })
+        // The ban's end in this host's time: what it has left, rounded up.
+        let refused_until = (refused_ms > 0).then(|| now + (refused_ms + 999) / 1000);
+        Ok(Attempt { refused_until, started_ban: started == 1 })
     }
 
     fn succeeded(&mut self, clear: &[String], forgive: &[String]) -> Result<(), StoreError> {
         let script = &scripts().succeeded;
         self.run(|c| {
             let mut call = script.prepare_invoke();
-            call.arg(clear.len());
-            for key in clear.iter().chain(forgive) {
-                call.key(failure_key(key));
+            call.arg(clear.len() * 2);
+            for key in clear {
+                call.key(count_key(key)).key(ban_key(key));
+            }
+            for key in forgive {
+                call.key(count_key(key));
             }
             call.invoke::<i64>(c)
         })
@@ -373,41 +489,86 @@ impl SessionStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, Store};
+
+    fn store(key: &[u8]) -> (tempfile::TempDir, RedisStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, key).unwrap();
+        let config = Config::from_vars(&[
+            ("WEBAUTH_STORE".into(), "redis://:hunter2@127.0.0.1:6379/3".into()),
+            ("WEBAUTH_STATE_DIR".into(), "/tmp".into()),
+            ("WEBAUTH_SECRET_KEY".into(), path.display().to_string()),
+        ])
+        .unwrap();
+        let Store::Redis { url, secret_key } = config.store else { panic!("a Redis store") };
+        let store = RedisStore::open(&url, &secret_key).unwrap();
+        (dir, store)
+    }
+
+    fn record() -> SessionRecord {
+        SessionRecord {
+            id: SessionId([7; 32]),
+            username: "john".into(),
+            created: 1,
+            last_seen: 2,
+            expires_at: 3,
+            idle_timeout: 0,
+        }
+    }
+
+    fn fields(s: &RedisStore, r: &SessionRecord) -> Vec<Option<String>> {
+        let tag = hex(&s.record_mac(r).finalize().into_bytes());
+        [hex(&r.id.0), r.username.clone(), "1".into(), "2".into(), "3".into(), "0".into(), tag]
+            .into_iter()
+            .map(Some)
+            .collect()
+    }
 
     #[test]
-    fn ids_round_trip_through_their_key() {
-        let id = SessionId([0xab; 32]);
-        let key = session_key(&id);
-        assert_eq!(unhex(key.strip_prefix("webauth:s:").unwrap()), Some(id.0));
+    fn names_and_records_need_the_key() {
+        let (_d1, a) = store(&[1; 32]);
+        let (_d2, b) = store(&[2; 32]);
+        let r = record();
+        assert_ne!(a.name(&r.id), b.name(&r.id), "the name depends on the key");
+        assert_ne!(a.name(&r.id), hex(&r.id.0), "the name is not the id");
+        let name = a.name(&r.id);
+        assert_eq!(a.record_from_fields(&name, fields(&a, &r)), Some(r.clone()));
+        // Written with another key, or edited: no session.
+        assert_eq!(a.record_from_fields(&name, fields(&b, &r)), None);
+        let mut edited = fields(&a, &r);
+        edited[1] = Some("jane".into());
+        assert_eq!(a.record_from_fields(&name, edited), None, "another user's name on one's own record");
+        let mut longer = fields(&a, &r);
+        longer[4] = Some("999999".into());
+        assert_eq!(a.record_from_fields(&name, longer), None, "a later absolute end");
+        // A good record under another session's name.
+        assert_eq!(a.record_from_fields(&a.name(&SessionId([8; 32])), fields(&a, &r)), None);
+        // The last-seen time may move (each touch moves it).
+        let mut touched = fields(&a, &r);
+        touched[3] = Some("3".into());
+        assert_eq!(a.record_from_fields(&name, touched).map(|r| r.last_seen), Some(3));
+    }
+
+    #[test]
+    fn a_short_or_missing_key_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, [1u8; 31]).unwrap();
+        assert!(read_secret_key(&short).unwrap_err().contains("fewer than 32"));
+        assert!(read_secret_key(&dir.path().join("none")).unwrap_err().contains("none"));
+    }
+
+    #[test]
+    fn ids_round_trip_through_hex() {
+        assert_eq!(unhex(&hex(&[0xab; 32])), Some([0xab; 32]));
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex(&"g".repeat(64)), None);
     }
 
     #[test]
-    fn a_record_needs_every_field() {
-        let id = SessionId([1; 32]);
-        let full = vec![Some("john".into()), Some("1".into()), Some("2".into()), Some("3".into()), Some("0".into())];
-        let r = record_from_fields(id, full.clone()).unwrap();
-        assert_eq!((r.username.as_str(), r.created, r.last_seen, r.expires_at, r.idle_timeout), ("john", 1, 2, 3, 0));
-        let mut gone = full.clone();
-        gone[0] = None;
-        assert_eq!(record_from_fields(id, gone), None, "a lapsed session");
-        let mut bad = full;
-        bad[3] = Some("x".into());
-        assert_eq!(record_from_fields(id, bad), None, "a field that is not a number");
-    }
-
-    #[test]
     fn no_password_in_the_label() {
-        let Some(crate::config::Store::Redis(url)) = crate::config::Config::from_vars(&[
-            ("WEBAUTH_STORE".into(), "redis://:hunter2@127.0.0.1:6379/3".into()),
-            ("WEBAUTH_STATE_DIR".into(), "/tmp".into()),
-        ])
-        .ok()
-        .map(|c| c.store) else {
-            panic!("a Redis store")
-        };
-        let store = RedisStore::open(&url).unwrap();
+        let (_dir, store) = store(&[1; 32]);
         assert!(!store.label.contains("hunter2"), "{}", store.label);
         assert!(store.label.contains("127.0.0.1:6379/3"), "{}", store.label);
     }

@@ -73,14 +73,24 @@ impl TestSite {
         TestSite { dir, users, store, env: vars }
     }
 
-    /// A site whose store is the Redis at `url` (the state directory, for
-    /// the verification slots, is the site's directory).
+    /// A site whose store is the Redis at `url`, with a secret key file of
+    /// its own (the state directory, for the verification slots, is the
+    /// site's directory).
     pub fn with_redis(url: &str, env: &[(&str, &str)]) -> TestSite {
         let mut site = TestSite::with_env(env);
-        let state = site.dir.path().display().to_string();
+        let dir = site.dir.path().to_path_buf();
+        let key = dir.join("secret.key");
+        let random: Vec<u8> = (0..2).flat_map(|_| webauth::session::Token::generate().unwrap().id().0).collect();
+        std::fs::write(&key, random).expect("write the secret key");
         site.set("WEBAUTH_STORE", url);
-        site.set("WEBAUTH_STATE_DIR", &state);
+        site.set("WEBAUTH_STATE_DIR", &dir.display().to_string());
+        site.set("WEBAUTH_SECRET_KEY", &key.display().to_string());
         site
+    }
+
+    /// The value of one of the site's settings.
+    pub fn setting(&self, name: &str) -> &str {
+        self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("{name} is not set"))
     }
 
     pub fn set(&mut self, name: &str, value: &str) {
