@@ -147,8 +147,9 @@ pub struct Config {
     /// Failed logins for one username, any addresses, that start a ban.
     pub max_failures_per_user: u32,
     pub failure_window: i64,
-    /// Password verifications that may run at once on this host.
-    pub max_verifications: u32,
+    /// Password verifications that may run at once on this host, if set;
+    /// see [`Config::verification_slots`].
+    pub max_verifications: Option<u32>,
     pub ban_time: i64,
     /// Origins (`https://example.org`) whose unsafe requests are let through.
     pub trusted_origins: Vec<String>,
@@ -377,10 +378,11 @@ impl Config {
             max_failures_per_address: count("WEBAUTH_MAX_FAILURES_PER_ADDRESS", max_failures.saturating_mul(4))?,
             max_failures_per_user: count("WEBAUTH_MAX_FAILURES_PER_USER", max_failures.saturating_mul(10))?,
             failure_window: duration("WEBAUTH_FAILURE_WINDOW", 10 * 60)?,
-            max_verifications: count(
-                "WEBAUTH_MAX_VERIFICATIONS",
-                std::thread::available_parallelism().map_or(2, |n| n.get() as u32).saturating_mul(2),
-            )?,
+            max_verifications: match var("WEBAUTH_MAX_VERIFICATIONS") {
+                None => None,
+                // Set: a whole number above zero (the default here is never used).
+                Some(_) => Some(count("WEBAUTH_MAX_VERIFICATIONS", 1)?),
+            },
             ban_time: duration("WEBAUTH_BAN_TIME", 15 * 60)?,
             trusted_origins: list("WEBAUTH_TRUSTED_ORIGINS").unwrap_or_default(),
             log,
@@ -392,6 +394,14 @@ impl Config {
             min_password,
             rehash,
         })
+    }
+
+    /// Password verifications that may run at once on this host: as set, or
+    /// twice the cores. Counted only by a login, so that no other request
+    /// reads the cgroup files that `available_parallelism` reads.
+    pub fn verification_slots(&self) -> u32 {
+        self.max_verifications
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32).saturating_mul(2))
     }
 
     /// The path the programs are mounted at, ending in `/`: `WEBAUTH_MOUNT`,

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use tera::{Context, Tera};
 
@@ -160,7 +160,8 @@ fn nonce() -> String {
     // A nonce only has to be unguessable for this one page; if the OS source
     // fails the process has bigger problems, and a fixed nonce is still no XSS.
     let _ = getrandom::fill(&mut bytes);
-    STANDARD_NO_PAD.encode(bytes)
+    // URL-safe: no `/` for Tera to escape, so every page has the same length.
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A page that needs no template, for when the templates are what failed.

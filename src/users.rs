@@ -12,7 +12,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
+use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, Version};
 use serde_json::{Map, Value};
 use unicode_normalization::UnicodeNormalization;
 
@@ -335,11 +335,44 @@ pub fn check_htpasswd_hash(hash: &str) -> Result<(), String> {
 
 fn verify_stored(stored: &Stored, password: &str) -> bool {
     match stored {
-        Stored::Argon2id(hash) => PasswordHash::new(hash)
-            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-            .unwrap_or(false),
+        Stored::Argon2id(hash) => verify_argon2(hash, password.as_bytes()),
         Stored::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
     }
+}
+
+/// The argon2 memory of this process, reused by every verification.
+///
+/// `Argon2::verify_password` allocates its 19 MiB anew each time, and glibc
+/// then keeps freed blocks of that size in the heap (its mmap threshold
+/// rises to the largest block freed): a FastCGI `login` worker grew to
+/// 60-140 MiB. One block, kept and reused, holds it at 19 MiB plus the rest.
+/// It grows to the largest cost a hash in the users file asks for.
+static ARGON2_MEMORY: std::sync::Mutex<Vec<argon2::Block>> = std::sync::Mutex::new(Vec::new());
+
+/// What `Argon2::verify_password` does (same parameters, salt, version and
+/// output length from the PHC string, constant-time comparison of the
+/// output), hashing into [`ARGON2_MEMORY`].
+fn verify_argon2(hash: &str, password: &[u8]) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else { return false };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else { return false };
+    let Ok(params) = Params::try_from(&parsed) else { return false };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm.as_str()) else { return false };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let mut output = vec![0u8; params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
+    let blocks = params.block_count();
+    let argon2 = Argon2::new(algorithm, version, params);
+    // A panic while hashing leaves nothing in the memory that matters.
+    let mut memory = ARGON2_MEMORY.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    if argon2.hash_password_into_with_memory(password, salt, &mut output, &mut memory[..]).is_err() {
+        return false;
+    }
+    argon2::password_hash::phc::Output::new(&output).is_ok_and(|computed| &computed == expected)
 }
 
 /// The argon2id PHC string of a password at OWASP's minimum cost.
@@ -598,6 +631,31 @@ mod tests {
 
     fn db(text: &str) -> Result<UserDb, UsersError> {
         UserDb::parse(text, Path::new("users.json"))
+    }
+
+    #[test]
+    fn argon2_verification_in_reused_memory_agrees_with_the_crate() {
+        use argon2::PasswordVerifier;
+        // Ours and a cheaper one, so that the reused memory is larger than
+        // the second needs and holds the first's blocks.
+        let ours = hash_password("correct horse").unwrap();
+        let params = Params::new(1024, 1, 1, None).unwrap();
+        let small = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"battery staple")
+            .unwrap()
+            .to_string();
+        for _ in 0..2 {
+            for (hash, right, wrong) in [(&ours, "correct horse", "correct horsE"), (&small, "battery staple", "")] {
+                let parsed = PasswordHash::new(hash).unwrap();
+                assert!(verify_argon2(hash, right.as_bytes()), "{hash}");
+                assert!(Argon2::default().verify_password(right.as_bytes(), &parsed).is_ok());
+                assert!(!verify_argon2(hash, wrong.as_bytes()), "{hash}");
+            }
+        }
+        // A hash from elsewhere: the RFC 9106 parameters PHP and libsodium use too.
+        let php = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$";
+        assert!(!verify_argon2(php, b"x"), "no output: never a match");
+        assert!(!verify_argon2("$argon2id$v=19$m=19456,t=2,p=1$bad", b"x"));
     }
 
     #[test]

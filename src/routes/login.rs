@@ -138,11 +138,11 @@ fn sent_here_from(req: &Request, mount: &str) -> Option<String> {
 /// state directory, which the web server's user can write.
 fn verification_slot(config: &Config) -> Result<slots::Slot, Error> {
     let dir = &config.state_dir;
-    match slots::acquire(dir, config.max_verifications) {
+    let count = config.verification_slots();
+    match slots::acquire(dir, count) {
         Ok(Some(slot)) => Ok(slot),
         Ok(None) => Err(Error::Busy(format!(
-            "all {} password verification slots busy for 2 s (WEBAUTH_MAX_VERIFICATIONS)",
-            config.max_verifications
+            "all {count} password verification slots busy for 2 s (WEBAUTH_MAX_VERIFICATIONS)"
         ))),
         Err(e) => Err(Error::Busy(format!("verification slots in {}: {e}", dir.display()))),
     }

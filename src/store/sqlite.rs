@@ -2,7 +2,9 @@
 //! process and FastCGI worker on the host.
 //!
 //! WAL lets readers go on while one process writes; the busy timeout makes a
-//! writer wait its turn instead of failing with "database is locked". Every
+//! writer wait its turn instead of failing with "database is locked". The
+//! -wal and -shm files stay between processes (see [`keep_wal_files`]), so a
+//! CGI request that only reads creates and deletes no file. Every
 //! write is one short `BEGIN IMMEDIATE` transaction, so a process killed
 //! mid-request leaves at most a rolled-back journal behind.
 
@@ -69,6 +71,7 @@ impl SqliteStore {
                 cause: "the store is read-only (can this user write the file and its directory?)".into(),
             });
         }
+        keep_wal_files(&conn).map_err(fail)?;
         let mut store = SqliteStore { path: path.to_string(), conn };
         // Processes that open a new store at once race to switch it to WAL,
         // and that switch can fail busy without waiting for the busy
@@ -107,6 +110,43 @@ impl SqliteStore {
     fn fail(&self, e: rusqlite::Error) -> StoreError {
         unavailable(&self.path, e)
     }
+}
+
+/// Keeps the -wal and -shm files when the last connection closes, emptied.
+///
+/// By default the last connection to close (every CGI process, on every
+/// request) checkpoints, then deletes both files, and the next one creates
+/// them again: two file creations and two unlinks per request, with their
+/// directory writes. Persistent, they are created once. `journal_size_limit
+/// = 0` has the closing connection truncate the WAL after its checkpoint: a
+/// WAL left full of already-copied frames would be read again, whole, by the
+/// next process to open the store (recovery), and copied again at its close.
+fn keep_wal_files(conn: &Connection) -> rusqlite::Result<()> {
+    let mut on: std::ffi::c_int = 1;
+    // SAFETY: the connection's handle is open for as long as `conn` lives;
+    // SQLITE_FCNTL_PERSIST_WAL reads and writes one int through the pointer,
+    // which points at `on` for the length of the call.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&raw mut on).cast(),
+        )
+    };
+    if rc != rusqlite::ffi::SQLITE_OK {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rc),
+            Some("SQLITE_FCNTL_PERSIST_WAL".into()),
+        ));
+    }
+    conn.query_row("PRAGMA journal_size_limit = 0", [], |_| Ok(()))?;
+    // In WAL mode, NORMAL syncs the disk at checkpoints rather than at every
+    // commit: a login's four short writes waited for the disk four times
+    // (tens of ms on a shared host). A crash of the program loses nothing; a
+    // power cut may lose the last commits (a session just issued, a failure
+    // just counted), never the file's consistency.
+    conn.pragma_update(None, "synchronous", "NORMAL")
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -435,6 +475,20 @@ mod tests {
         let r = record("john", 1);
         SqliteStore::open(path.to_str().unwrap()).unwrap().insert(&r, 60).unwrap();
         assert_eq!(SqliteStore::open(path.to_str().unwrap()).unwrap().get(&r.id).unwrap(), Some(r));
+    }
+
+    #[test]
+    fn the_wal_files_stay_empty_between_connections() {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("s.db");
+        let (wal, shm) = (dir.path().join("s.db-wal"), dir.path().join("s.db-shm"));
+        let r = record("john", 1);
+        SqliteStore::open(path.to_str().unwrap()).unwrap().insert(&r).unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "checkpointed and truncated at close");
+        let inode = |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = (inode(&wal), inode(&shm));
+        assert_eq!(SqliteStore::open(path.to_str().unwrap()).unwrap().get(&r.id).unwrap(), Some(r));
+        assert_eq!((inode(&wal), inode(&shm)), before, "a read created no file");
     }
 
     #[test]
