@@ -483,7 +483,7 @@ mod tests {
         let path = dir.path().join("s.db");
         let (wal, shm) = (dir.path().join("s.db-wal"), dir.path().join("s.db-shm"));
         let r = record("john", 1);
-        SqliteStore::open(path.to_str().unwrap()).unwrap().insert(&r).unwrap();
+        SqliteStore::open(path.to_str().unwrap()).unwrap().insert(&r, 60).unwrap();
         assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "checkpointed and truncated at close");
         let inode = |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
         let before = (inode(&wal), inode(&shm));
