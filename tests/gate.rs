@@ -146,3 +146,61 @@ fn apache_mod_authnz_fcgi_protects_a_folder_and_hands_on_remote_user() {
     assert_eq!(web::get_or_post(port, "POST", "/members/logout", &logout, b"{}").status, 200);
     assert_eq!(get("/private/whoami.cgi", Some(&cookie)).status, 303, "a logged-out cookie is refused");
 }
+
+/// The `auth` program itself (as CGI, the responder role nginx uses): a live
+/// session is `204` with the user's names, anything else `401`; it never
+/// sets a cookie, never renders a page, and writes nothing to the store but
+/// the throttled last-seen touch (a session that ran out is left for the
+/// login programs to end).
+#[test]
+fn auth_answers_204_or_401_and_writes_nothing() {
+    use support::{Req, TestSite};
+    let ask = |site: &TestSite, cookie: Option<&str>| {
+        let req = Req::get().script("/auth");
+        site.cgi("auth", &if let Some(c) = cookie { req.cookie(c) } else { req })
+    };
+    let site = TestSite::new();
+    let cookie = site.session_for("john", "johnpass");
+    let yes = ask(&site, Some(&cookie));
+    assert_eq!(yes.status, 204, "{}", yes.stderr);
+    assert_eq!(yes.header("X-Webauth-User"), Some("john"));
+    assert_eq!(yes.header("X-Webauth-First"), Some("John"));
+    assert_eq!(yes.header("X-Webauth-Last"), Some("Smith"));
+    assert!(yes.body.is_empty(), "a page from the gate");
+    assert!(yes.headers_named("Set-Cookie").is_empty());
+
+    // Within the touch interval (a minute) nothing is written.
+    let files = || {
+        let wal = site.store.with_extension("db-wal");
+        (std::fs::read(&site.store).expect("the store"), std::fs::read(wal).unwrap_or_default())
+    };
+    let before = files();
+    for _ in 0..3 {
+        assert_eq!(ask(&site, Some(&cookie)).status, 204);
+    }
+    assert!(files() == before, "auth wrote to the store within the touch interval");
+
+    for (what, c) in [
+        ("no cookie", None),
+        ("a forged cookie", Some(format!("webauth={}", "A".repeat(43)))),
+        ("the tutorial's cookie", Some("SID=Session::john".to_string())),
+    ] {
+        let no = ask(&site, c.as_deref());
+        assert_eq!(no.status, 401, "{what}");
+        assert!(no.headers_named("Set-Cookie").is_empty(), "{what}: a cookie from the gate");
+        assert!(no.header("X-Webauth-User").is_none(), "{what}");
+        assert!(no.body.is_empty(), "{what}: a page from the gate");
+    }
+    // A logged-out cookie.
+    let out = site.cgi("logout", &Req::new("POST").cookie(&cookie));
+    assert!(out.expires_cookie());
+    assert_eq!(ask(&site, Some(&cookie)).status, 401, "a logged-out cookie");
+
+    // A session that ran out is refused but left in place (auth deletes nothing).
+    let short = TestSite::with_env(&[("WEBAUTH_IDLE_TIMEOUT", "2")]);
+    let idle = short.session_for("john", "johnpass");
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    assert_eq!(ask(&short, Some(&idle)).status, 401, "an idle session");
+    let listed = short.admin(&["session", "list"], "");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("john"), "auth ended the session itself");
+}
