@@ -9,6 +9,12 @@
 //!   when each lapses, so that "end every session of a user" is one script.
 //! - `f:<regulation key>`: a failure counter (count, window start, ban end),
 //!   which lapses with its window or its ban.
+//! - `p:<hex of a pending token's SHA-256>`: a login waiting for its second
+//!   factor (username, expiry, remember, next), lapsing when it expires.
+//! - `t:<username>`: the last TOTP time step the user used, lapsing once no
+//!   code it could refuse would be accepted anyway.
+//! - `r:<username>`: the hashes of the recovery codes the user used, a set
+//!   without expiry (a code stays in the users file until it is replaced).
 //!
 //! Every step that reads and then writes is one Lua script, which Redis runs
 //! atomically: counting an attempt and deciding the ban cannot interleave
@@ -30,8 +36,9 @@ use std::time::Duration;
 
 use redis::{Connection, RedisResult, Script};
 
-use super::{Attempt, Limit, SessionId, SessionRecord, SessionStore, StoreError};
+use super::{Attempt, Limit, PendingRecord, SessionId, SessionRecord, SessionStore, StoreError};
 use crate::config::RedisUrl;
+use crate::totp;
 
 /// How long a connection (TCP, TLS and the handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -144,6 +151,16 @@ end
 return 1
 ";
 
+/// KEYS: the user's last step. ARGV: the step, seconds to keep it.
+/// Returns 1 if the step is later than the last one (now recorded), else 0.
+const USE_STEP: &str = r"
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local step = tonumber(ARGV[1])
+if step <= last then return 0 end
+redis.call('SET', KEYS[1], step, 'EX', ARGV[2])
+return 1
+";
+
 /// The scripts, hashed once per process; `invoke` sends `EVALSHA` and falls
 /// back to `EVAL` when the server does not know a script yet.
 struct Scripts {
@@ -153,6 +170,7 @@ struct Scripts {
     delete_user: Script,
     attempt: Script,
     succeeded: Script,
+    use_step: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -164,6 +182,7 @@ fn scripts() -> &'static Scripts {
         delete_user: Script::new(DELETE_USER),
         attempt: Script::new(ATTEMPT),
         succeeded: Script::new(SUCCEEDED),
+        use_step: Script::new(USE_STEP),
     })
 }
 
@@ -178,6 +197,23 @@ fn user_key(username: &str) -> String {
 fn failure_key(key: &str) -> String {
     format!("{PREFIX}f:{key}")
 }
+
+fn pending_key(id: &SessionId) -> String {
+    format!("{PREFIX}p:{}", hex(&id.0))
+}
+
+fn step_key(username: &str) -> String {
+    format!("{PREFIX}t:{username}")
+}
+
+fn recovery_key(username: &str) -> String {
+    format!("{PREFIX}r:{username}")
+}
+
+/// How long a user's last step is kept: its code is accepted from SKEW steps
+/// before it to SKEW steps after, so after that span (and a step's margin
+/// for clocks) no code it would refuse is accepted anyway.
+const STEP_KEEP: i64 = (2 * totp::SKEW + 2) * totp::STEP;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -367,6 +403,68 @@ impl SessionStore for RedisStore {
             call.invoke::<i64>(c)
         })
         .map(|_| ())
+    }
+
+    fn insert_pending(&mut self, p: &PendingRecord, now: i64) -> Result<(), StoreError> {
+        let key = pending_key(&p.id);
+        let ttl = (p.expires_at - now).max(1);
+        self.run(|c| {
+            redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(&key)
+                .arg("username")
+                .arg(&p.username)
+                .arg("expires_at")
+                .arg(p.expires_at)
+                .arg("remember")
+                .arg(i64::from(p.remember))
+                .arg("next")
+                .arg(&p.next)
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(ttl)
+                .ignore()
+                .query::<()>(c)
+        })
+    }
+
+    fn get_pending(&mut self, id: &SessionId, now: i64) -> Result<Option<PendingRecord>, StoreError> {
+        let key = pending_key(id);
+        let fields: Vec<Option<String>> =
+            self.run(|c| redis::cmd("HMGET").arg(&key).arg(&["username", "expires_at", "remember", "next"]).query(c))?;
+        let [Some(username), Some(expires_at), Some(remember), Some(next)] =
+            <[_; 4]>::try_from(fields).ok().unwrap_or_default()
+        else {
+            return Ok(None);
+        };
+        let Ok(expires_at) = expires_at.parse::<i64>() else { return Ok(None) };
+        // Redis lapses it by its own clock; this host's decides too.
+        Ok((expires_at > now).then(|| PendingRecord { id: *id, username, expires_at, remember: remember == "1", next }))
+    }
+
+    fn take_pending(&mut self, id: &SessionId) -> Result<bool, StoreError> {
+        let key = pending_key(id);
+        let n: i64 = self.run(|c| redis::cmd("DEL").arg(&key).query(c))?;
+        Ok(n == 1)
+    }
+
+    fn use_totp_step(&mut self, username: &str, step: i64) -> Result<bool, StoreError> {
+        let script = &scripts().use_step;
+        let n: i64 = self.run(|c| script.key(step_key(username)).arg(step).arg(STEP_KEEP).invoke(c))?;
+        Ok(n == 1)
+    }
+
+    fn use_recovery_code(&mut self, username: &str, hash: &str, _now: i64) -> Result<bool, StoreError> {
+        let key = recovery_key(username);
+        let n: i64 = self.run(|c| redis::cmd("SADD").arg(&key).arg(hash).query(c))?;
+        Ok(n == 1)
+    }
+
+    fn used_recovery_codes(&mut self, username: &str) -> Result<Vec<String>, StoreError> {
+        let key = recovery_key(username);
+        self.run(|c| redis::cmd("SMEMBERS").arg(&key).query(c))
     }
 }
 
