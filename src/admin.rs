@@ -4,6 +4,8 @@
 //! Passwords come from a prompt without echo, or from stdin when it is not a
 //! terminal; never from the command line, where `ps` would show them.
 
+mod totp;
+
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -20,6 +22,11 @@ const USAGE: &str = "usage:
   webauth user del NAME                remove a user (ends the user's sessions)
   webauth user list                    names and hash kinds (argon2id, or bcrypt until the next login)
   webauth user import-htpasswd FILE    add the bcrypt users of an Apache .htpasswd (htpasswd -B)
+  webauth user totp enable NAME [--issuer NAME] [--secret-stdin]
+                                       a second factor: prints a QR code and the otpauth:// URI, asks for
+                                       a current code, then saves it with 10 recovery codes (ends sessions)
+  webauth user totp disable NAME       remove the second factor (a lost device; ends the user's sessions)
+  webauth user totp recovery NAME      print 10 new recovery codes (the old ones stop working)
   webauth session list
   webauth session revoke NAME          end every session of a user
   webauth session purge                remove expired sessions and stale counters
@@ -31,6 +38,8 @@ const USAGE: &str = "usage:
                                        lay out a folder to upload to an Apache host with .htaccess and CGI
 
 Passwords are prompted for without echo, or read from stdin (one line) when it is not a terminal.
+--secret-stdin reads an existing base32 secret as the first line of stdin, before the code
+(to move an enrolment from another system); never on the command line, where `ps` shows it.
 A new password needs at least 8 characters (WEBAUTH_MIN_PASSWORD raises it), must not be a
 common password or the user's names; --allow-weak sets it anyway, with a warning.
 Files and store come from WEBAUTH_USERS and WEBAUTH_STORE (see the README).";
@@ -70,6 +79,9 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
         ["user", "del", name] => user_del(name),
         ["user", "list"] => user_list(),
         ["user", "import-htpasswd", file] => user_import_htpasswd(file),
+        ["user", "totp", "enable", name, rest @ ..] => totp::enable(name, rest),
+        ["user", "totp", "disable", name] => totp::disable(name),
+        ["user", "totp", "recovery", name] => totp::recovery(name),
         ["session", "list"] => session_list(),
         ["session", "revoke", name] => session_revoke(name),
         ["session", "purge"] => session_purge(),
@@ -318,7 +330,8 @@ fn user_list() -> Result<(), Fail> {
             h if h.starts_with("$2") => "bcrypt",
             _ => "INVALID",
         };
-        let _ = writeln!(out, "{name}\t{} {}\t{kind}", get("first"), get("last"));
+        let totp = if record.get("totp").is_some_and(|t| !t.is_null()) { "\ttotp" } else { "" };
+        let _ = writeln!(out, "{name}\t{} {}\t{kind}{totp}", get("first"), get("last"));
     }
     Ok(())
 }

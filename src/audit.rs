@@ -18,6 +18,10 @@ pub enum Event {
     /// An attempt refused because a ban is in force.
     Banned,
     Logout,
+    /// A right password for a user with a second factor: a code is asked for.
+    CodeNeeded,
+    /// A wrong, reused or malformed second-factor code.
+    CodeFailure,
 }
 
 impl Event {
@@ -28,6 +32,8 @@ impl Event {
             Event::Ban => ("login", "ban"),
             Event::Banned => ("login", "banned"),
             Event::Logout => ("logout", "success"),
+            Event::CodeNeeded => ("login", "code-needed"),
+            Event::CodeFailure => ("login", "code-failure"),
         }
     }
 }

@@ -415,8 +415,16 @@ fn check_templates(config: &Config, deployment: &Deployment, findings: &mut Vec<
     let mut page = Context::new();
     page.insert("user", &serde_json::Value::Object(user));
     page.insert("logout_action", "/logout");
+    page.insert("totp", &serde_json::json!({"enabled": true, "recovery_left": 10}));
+    let mut code = Context::new();
+    for (k, v) in
+        [("action", "/login"), ("message", ""), ("code_url", "/"), ("recovery_url", "/"), ("restart_url", "/")]
+    {
+        code.insert(k, v);
+    }
+    code.insert("recovery", &false);
     let source = dir.as_ref().map_or("built-in".to_string(), |d| d.display().to_string());
-    for (name, context) in [("login.html", login), ("user.html", page)] {
+    for (name, context) in [("login.html", login), ("user.html", page), ("code.html", code)] {
         match renderer.page(config, &req, 200, name, context) {
             Ok(_) => findings.push(ok(format!("template {name} ({source}) renders"))),
             Err(e) => findings

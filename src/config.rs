@@ -166,6 +166,9 @@ pub struct Config {
     pub min_password: usize,
     /// Whether a bcrypt hash is upgraded to argon2id at its user's next login.
     pub rehash: bool,
+    /// Seconds a login may wait between a right password and its second
+    /// factor (the pending step's lifetime).
+    pub totp_pending: i64,
 }
 
 /// A variable that is set to something webauth cannot use.
@@ -393,6 +396,7 @@ impl Config {
             supervisor,
             min_password,
             rehash,
+            totp_pending: duration("WEBAUTH_TOTP_PENDING", 5 * 60)?,
         })
     }
 
@@ -571,6 +575,9 @@ mod tests {
 
     #[test]
     fn remember_is_a_duration_or_off() {
+        assert_eq!(config(&[]).unwrap().totp_pending, 300);
+        assert_eq!(config(&[("WEBAUTH_TOTP_PENDING", "2")]).unwrap().totp_pending, 2);
+        assert_eq!(config(&[("WEBAUTH_TOTP_PENDING", "later")]).unwrap_err().name, "WEBAUTH_TOTP_PENDING");
         assert_eq!(config(&[("WEBAUTH_REMEMBER", "0")]).unwrap().remember, 0);
         assert_eq!(config(&[("WEBAUTH_REMEMBER", "7d")]).unwrap().remember, 7 * 86400);
         assert_eq!(config(&[("WEBAUTH_REMEMBER", "soon")]).unwrap_err().name, "WEBAUTH_REMEMBER");

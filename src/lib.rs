@@ -29,6 +29,7 @@ pub mod session;
 pub mod slots;
 pub mod store;
 pub mod supervise;
+pub mod totp;
 pub mod users;
 
 pub use app::{App, Handler};

@@ -15,9 +15,10 @@ use crate::config::Config;
 use crate::http::{reason, Request, Response};
 
 /// The pages every deployment has, and their built-in text.
-const BUILTIN: [(&str, &str); 4] = [
+const BUILTIN: [(&str, &str); 5] = [
     ("base.html", include_str!("../templates/base.html")),
     ("login.html", include_str!("../templates/login.html")),
+    ("code.html", include_str!("../templates/code.html")),
     ("user.html", include_str!("../templates/user.html")),
     ("error.html", include_str!("../templates/error.html")),
 ];

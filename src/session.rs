@@ -111,10 +111,14 @@ pub fn all_tokens(header: &str, name: &str) -> Vec<Token> {
 }
 
 fn base_cookie(config: &Config, req: &Request, mount: &str, value: String) -> Cookie<'static> {
+    named_cookie(config, &config.cookie_name, req, mount, value)
+}
+
+fn named_cookie(config: &Config, name: &str, req: &Request, mount: &str, value: String) -> Cookie<'static> {
     // The prefixes make browsers refuse the cookie from a sibling subdomain
     // or plain HTTP (cookie tossing); they require Secure, and __Host- Path=/.
-    let host_prefix = config.cookie_name.starts_with("__Host-");
-    let prefixed = host_prefix || config.cookie_name.starts_with("__Secure-");
+    let host_prefix = name.starts_with("__Host-");
+    let prefixed = host_prefix || name.starts_with("__Secure-");
     let secure = prefixed
         || match config.cookie_secure {
             CookieSecure::Always => true,
@@ -122,7 +126,7 @@ fn base_cookie(config: &Config, req: &Request, mount: &str, value: String) -> Co
             CookieSecure::Auto => req.https,
         };
     let path = if host_prefix { "/" } else { mount };
-    Cookie::build((config.cookie_name.clone(), value))
+    Cookie::build((name.to_string(), value))
         .path(path.to_string())
         .http_only(true)
         .same_site(SameSite::Lax)
@@ -145,6 +149,32 @@ pub fn session_cookie(config: &Config, req: &Request, mount: &str, token: &Token
 /// The `Set-Cookie` value that makes the browser drop the session cookie.
 pub fn expire_cookie(config: &Config, req: &Request, mount: &str) -> String {
     let mut c = base_cookie(config, req, mount, String::new());
+    c.set_max_age(cookie::time::Duration::ZERO);
+    c.set_expires(cookie::time::OffsetDateTime::UNIX_EPOCH);
+    c.to_string()
+}
+
+/// The name of the pending second-factor step's cookie: the session
+/// cookie's name (and so its prefix) with `-pending`. A cookie of its own, so
+/// that no route that reads the session cookie ever sees a pending token.
+pub fn pending_cookie_name(config: &Config) -> String {
+    format!("{}-pending", config.cookie_name)
+}
+
+/// The `Set-Cookie` value for a pending second-factor step: like the session
+/// cookie, but `SameSite=Strict` (only the login page's own posts need it)
+/// and gone after `lifetime` seconds, when the step expires on the server too.
+pub fn pending_cookie(config: &Config, req: &Request, mount: &str, token: &Token, lifetime: i64) -> String {
+    let mut c = named_cookie(config, &pending_cookie_name(config), req, mount, token.as_str().to_string());
+    c.set_same_site(SameSite::Strict);
+    c.set_max_age(cookie::time::Duration::seconds(lifetime));
+    c.to_string()
+}
+
+/// The `Set-Cookie` value that makes the browser drop the pending cookie.
+pub fn expire_pending_cookie(config: &Config, req: &Request, mount: &str) -> String {
+    let mut c = named_cookie(config, &pending_cookie_name(config), req, mount, String::new());
+    c.set_same_site(SameSite::Strict);
     c.set_max_age(cookie::time::Duration::ZERO);
     c.set_expires(cookie::time::OffsetDateTime::UNIX_EPOCH);
     c.to_string()
@@ -303,6 +333,26 @@ mod tests {
         assert!(session_cookie(&config, &req, "/", &t, None).contains("Secure"));
         let gone = expire_cookie(&config, &req, "/");
         assert!(gone.contains("Max-Age=0") && gone.contains("Path=/") && gone.contains("Secure"));
+    }
+
+    #[test]
+    fn the_pending_cookie_has_its_own_name_and_a_short_life() {
+        let config = Config::default();
+        let req = Request::fake("POST", "/members/login", "");
+        let t = token();
+        let set = pending_cookie(&config, &req, "/members/", &t, 300);
+        assert!(set.starts_with(&format!("webauth-pending={}", t.as_str())), "{set}");
+        for attr in ["HttpOnly", "SameSite=Strict", "Path=/members/", "Max-Age=300"] {
+            assert!(set.contains(attr), "{set} lacks {attr}");
+        }
+        // The session cookie's reader never takes it.
+        let header = format!("webauth-pending={}", t.as_str());
+        assert!(matches!(read_cookie(&header, "webauth"), CookieState::Absent));
+        let gone = expire_pending_cookie(&config, &req, "/members/");
+        assert!(gone.starts_with("webauth-pending=;") && gone.contains("Max-Age=0"), "{gone}");
+        let host = Config { cookie_name: "__Host-webauth".into(), ..Config::default() };
+        let set = pending_cookie(&host, &req, "/members/", &t, 300);
+        assert!(set.starts_with("__Host-webauth-pending=") && set.contains("Secure"), "{set}");
     }
 
     #[test]

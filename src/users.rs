@@ -124,12 +124,62 @@ fn bcrypt_cost(hash: &str) -> Option<u32> {
     hash.get(4..6)?.parse().ok()
 }
 
-/// A user as the pages see it: every string field but the password.
+/// A user as the pages see it: every string field but the password (and
+/// the second factor, which is not a string field and never reaches a page).
 #[derive(Debug, Clone)]
 pub struct User {
     pub username: String,
     pub fields: Map<String, Value>,
     stored: Stored,
+    /// The second factor, when the user has one.
+    pub totp: Option<UserTotp>,
+}
+
+/// A user's second factor as the users file keeps it:
+/// `"totp": {"secret": "BASE32", "recovery": ["<hex SHA-256>", ...]}`.
+#[derive(Debug, Clone)]
+pub struct UserTotp {
+    pub secret: crate::totp::Secret,
+    /// The SHA-256 (hex) of each recovery code not yet known to be used.
+    pub recovery: Vec<String>,
+}
+
+impl UserTotp {
+    /// Reads the `totp` entry of a user. A malformed one is a load error,
+    /// never "no second factor": that would let the password alone in.
+    fn parse(value: &Value) -> Result<UserTotp, String> {
+        let Value::Object(map) = value else {
+            return Err("\"totp\" must be an object with a secret".into());
+        };
+        let secret = match map.get("secret") {
+            Some(Value::String(s)) => {
+                crate::totp::Secret::from_base32(s).map_err(|why| format!("TOTP secret {why}"))?
+            }
+            _ => return Err("\"totp\" has no secret".into()),
+        };
+        let recovery = match map.get("recovery") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                        Ok(h.to_ascii_lowercase())
+                    }
+                    _ => Err("a TOTP recovery code that is not a SHA-256 hash".to_string()),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err("TOTP \"recovery\" must be a list of hashes".into()),
+        };
+        Ok(UserTotp { secret, recovery })
+    }
+
+    /// Whether `code` (canonical, see [`crate::totp::parse_code`]) is one of
+    /// the recovery codes; every hash is compared, in constant time.
+    pub fn has_recovery(&self, hash: &str) -> bool {
+        self.recovery
+            .iter()
+            .fold(false, |found, h| found | crate::totp::constant_time_eq(h.as_bytes(), hash.as_bytes()))
+    }
 }
 
 impl User {
@@ -161,6 +211,13 @@ pub enum UsersError {
         user: String,
         why: String,
     },
+    /// A user's `totp` entry is malformed: nobody logs in (the user must not
+    /// get in on the password alone, the others must not miss it).
+    BadTotp {
+        path: PathBuf,
+        user: String,
+        why: String,
+    },
     /// Opening the file for a change failed: permission denied, read-only.
     NotWritable {
         path: PathBuf,
@@ -183,6 +240,14 @@ impl fmt::Display for UsersError {
             UsersError::NotWritable { path, cause } => {
                 write!(f, "users file {}: cannot write: {cause}", path.display())
             }
+            UsersError::BadTotp { path, user, why } => write!(
+                f,
+                "users file {}: user {}: {why}; nobody can log in until it is fixed \
+                 (`webauth user totp disable {}` removes it, then enable it again)",
+                path.display(),
+                shown_username(user),
+                shown_username(user)
+            ),
             UsersError::BadUser { path, user, why } => write!(
                 f,
                 "users file {}: user {}: {why}; nobody can log in until it is fixed \
@@ -246,6 +311,14 @@ impl UserDb {
                 return Err(bad(&name, "no password hash"));
             };
             let stored = parse_stored(&password).map_err(|why| bad(&name, why))?;
+            let totp = match fields.remove("totp") {
+                None | Some(Value::Null) => None,
+                Some(value) => Some(UserTotp::parse(&value).map_err(|why| UsersError::BadTotp {
+                    path: path.to_path_buf(),
+                    user: name.clone(),
+                    why,
+                })?),
+            };
             let (class, dummy) = stored.dummy();
             classes.entry(class).or_insert((0, dummy)).0 += 1;
             fields.retain(|_, v| v.is_string());
@@ -257,7 +330,7 @@ impl UserDb {
                      fullwidth ｊｏｈｎ is john)",
                 ));
             }
-            users.insert(username.clone(), User { username, fields, stored });
+            users.insert(username.clone(), User { username, fields, stored, totp });
         }
         let dummy = classes
             .into_values()
@@ -570,6 +643,31 @@ pub fn upgrade_after_login(path: &Path, rehash: bool, user: &User, password: &st
             }
         }
         Upgrade::Failed(e) => crate::audit::fault(&format!("user {name:?} not rehashed: {e}")),
+    }
+}
+
+/// After a recovery code was used: removes its hash from the user's entry
+/// in the users file, when this process may write it, so the file shows
+/// what is left. Only a convenience: the store's record of used codes is
+/// what keeps a code from working twice, file or no file.
+pub fn forget_recovery_code(path: &Path, username: &str, hash: &str) {
+    let mut file = match UsersFile::lock(path) {
+        Ok(f) => f,
+        Err(UsersError::NotWritable { .. }) => return,
+        Err(e) => return crate::audit::fault(&format!("user {username:?}: used recovery code kept in the file: {e}")),
+    };
+    let Some(key) = file.key_of(username) else { return };
+    let codes = file.entries.get_mut(&key).and_then(|u| u.get_mut("totp")).and_then(|t| t.get_mut("recovery"));
+    let Some(Value::Array(codes)) = codes else { return };
+    let before = codes.len();
+    codes.retain(|c| c.as_str().is_none_or(|c| !c.eq_ignore_ascii_case(hash)));
+    if codes.len() == before {
+        return;
+    }
+    match file.save() {
+        Ok(()) => {}
+        Err(e) if is_not_writable(&e) => {}
+        Err(e) => crate::audit::fault(&format!("user {username:?}: used recovery code kept in the file: {e}")),
     }
 }
 

@@ -102,6 +102,74 @@ fn without_javascript(base: &str, name: &str) {
     assert_eq!(unexpected(browser.console_errors()), Vec::<String>::new(), "{name} without JavaScript: console errors");
 }
 
+/// john gets TOTP (the test secret) with the real admin command.
+fn enrol_john(dir: &Path) -> support::totp::Enrolled {
+    let secret = webauth::totp::Secret::from_base32(support::totp::SECRET).expect("the test secret");
+    let users = dir.join("users.json");
+    let store = std::path::PathBuf::from(format!("sqlite:{}", dir.join("sessions.db").display()));
+    let stdin = format!("{}\n{}\n", support::totp::SECRET, secret.code_now(support::totp::now()));
+    let out = web::admin(
+        &["user", "totp", "enable", "john", "--secret-stdin"],
+        &[("WEBAUTH_USERS", &users), ("WEBAUTH_STORE", &store)],
+        &stdin,
+    );
+    support::totp::Enrolled { secret, recovery: support::totp::recovery_codes(&out) }
+}
+
+/// The two-step login with the page's script: a wrong code shows the
+/// message on the code page, the right one the user's page.
+fn second_factor_with_javascript(base: &str, john: &support::totp::Enrolled) {
+    let browser = Browser::start(true);
+    browser.goto(base);
+    browser.wait_for("the login page", |s| s.contains("id=\"login-form\""));
+    browser.type_into("#username", "john");
+    browser.type_into("#password", "johnpass");
+    browser.click("#login-form button[type=submit]");
+    browser.wait_for("the code page", |s| s.contains("id=\"code-form\""));
+    assert!(browser.url().ends_with("/login?step=code"), "{}", browser.url());
+    browser.screenshot(&screenshot_path("totp-code-page"));
+
+    browser.type_into("#code", &john.wrong_code());
+    browser.click("#code-form button[type=submit]");
+    wait_until("the message on the code page", STARTUP, || (browser.text("#message") == "Invalid code.").then_some(()));
+    browser.screenshot(&screenshot_path("totp-code-page-error"));
+    browser.type_into("#code", &john.code());
+    browser.click("#code-form button[type=submit]");
+    let page = browser.wait_for("the user's page", |s| s.contains("John Smith"));
+    assert!(page.contains("Two-step sign-in is on: 10 recovery codes left."), "{page}");
+    browser.screenshot(&screenshot_path("totp-user-page"));
+    assert_eq!(unexpected(browser.console_errors()), Vec::<String>::new(), "console errors");
+}
+
+/// The same without JavaScript, through the recovery-code link.
+fn second_factor_without_javascript(base: &str, john: &support::totp::Enrolled) {
+    let browser = Browser::start(false);
+    browser.goto(base);
+    browser.wait_for("the login page", |s| s.contains("id=\"login-form\""));
+    browser.type_into("#username", "john");
+    browser.type_into("#password", "johnpass");
+    browser.click("#login-form button[type=submit]");
+    browser.wait_for("the code page", |s| s.contains("id=\"code-form\""));
+    browser.click("#use-recovery");
+    browser.wait_for("the recovery code page", |s| s.contains("Recovery code"));
+    browser.screenshot(&screenshot_path("totp-recovery-page"));
+    browser.type_into("#code", &john.recovery[0]);
+    browser.click("#code-form button[type=submit]");
+    let page = browser.wait_for("the user's page", |s| s.contains("John Smith"));
+    assert!(page.contains("9 recovery codes left"), "{page}");
+    assert_eq!(unexpected(browser.console_errors()), Vec::<String>::new(), "console errors without JavaScript");
+}
+
+#[test]
+fn a_browser_signs_in_with_a_second_factor_through_nginx_with_and_without_javascript() {
+    let dir = support::temp_dir();
+    let (_procs, port) = nginx_site(dir.path());
+    let john = enrol_john(dir.path());
+    let base = format!("http://127.0.0.1:{port}/");
+    second_factor_with_javascript(&base, &john);
+    second_factor_without_javascript(&base, &john);
+}
+
 #[test]
 fn a_browser_logs_in_and_out_through_nginx_with_and_without_javascript() {
     let dir = support::temp_dir();

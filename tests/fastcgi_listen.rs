@@ -15,7 +15,8 @@ use support::fcgi_client::{
     assert_login_form, check_keep_conn, finish_held_request, hold_request, nginx_params, request_once, Address, Conn,
     Reply, RESPONDER,
 };
-use support::{signal, wait_until, Server, TestSite, STARTUP};
+use support::totp::enable;
+use support::{parse_response, signal, wait_until, ResponseExt, Server, TestSite, STARTUP};
 
 #[derive(Debug, Clone, Copy)]
 enum Transport {
@@ -260,15 +261,15 @@ fn a_worker_still_busy_after_the_grace_period_is_killed() {
 /// users file and one store, as behind nginx's `fastcgi_pass`.
 struct Programs {
     servers: Vec<(Server, Address)>,
-    /// Their files, removed after they stop.
-    _site: TestSite,
+    /// Their files (removed after they stop), for the admin command.
+    site: TestSite,
 }
 
 impl Programs {
     fn start(workers: &str, env: &[(&str, &str)]) -> Programs {
         let site = TestSite::with_env(env);
         let servers = ["index", "login", "logout"].iter().map(|p| listen(&site, p, Transport::Unix, workers)).collect();
-        Programs { servers, _site: site }
+        Programs { servers, site }
     }
 
     fn addr(&self, program: &str) -> &Address {
@@ -336,6 +337,81 @@ fn the_login_flow_over_fastcgi() {
     let after = get_index(site.addr("index"), Some(&cookie));
     assert!(!after.body_text().contains("John Smith"), "the saved cookie no longer works");
     assert!(!site.stderr().contains("database is locked"), "{}", site.stderr());
+}
+
+/// A JSON POST to `login` with a cookie: the answer as a [`webauth::Response`].
+fn post_login(programs: &Programs, cookie: Option<&str>, body: serde_json::Value) -> webauth::Response {
+    let body = body.to_string();
+    let p = params("POST", "/login", cookie, "application/json", body.as_bytes());
+    let reply = request_once(programs.addr("login"), &p, body.as_bytes()).expect("login request");
+    parse_response(&reply.stdout).unwrap_or_else(|| panic!("no answer: {}", programs.stderr()))
+}
+
+/// The password step: the `webauth-pending=...` cookie it sets.
+fn password_step(programs: &Programs) -> String {
+    let reply = post_login(programs, None, serde_json::json!({"username": "john", "password": "johnpass"}));
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert_eq!(reply.json()["second_factor"], "totp");
+    let pending = reply.cookie().expect("a pending cookie");
+    assert!(pending.starts_with("webauth-pending="), "{pending}");
+    pending
+}
+
+fn code(programs: &Programs, pending: &str, code: &str) -> webauth::Response {
+    post_login(programs, Some(pending), serde_json::json!({"code": code}))
+}
+
+#[test]
+fn the_two_step_login_over_fastcgi() {
+    // Each password step counts until its code succeeds: room for the replays.
+    let programs = Programs::start("2", &[("WEBAUTH_MAX_FAILURES", "20")]);
+    let john = enable(&programs.site, "john");
+    let pending = password_step(&programs);
+    // The pending token is no session, under either cookie name.
+    let token = pending.split_once('=').unwrap().1;
+    for cookie in [pending.clone(), format!("webauth={token}")] {
+        let page = get_index(programs.addr("index"), Some(&cookie));
+        assert!(page.body_text().contains("name=\"password\""), "{}", page.body_text());
+    }
+    let wrong = code(&programs, &pending, &john.wrong_code());
+    assert_eq!((wrong.status, wrong.json()["message"].as_str()), (401, Some("Invalid code.")));
+    assert!(programs.stderr().contains("login code-failure user=\"john\""), "counted: {}", programs.stderr());
+
+    let right = john.code();
+    let ok = code(&programs, &pending, &right);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let session = ok.cookie().expect("a session cookie");
+    assert!(session.starts_with("webauth="), "{session}");
+    assert!(get_index(programs.addr("index"), Some(&session)).body_text().contains("John Smith"));
+
+    // Two workers: the replay may land on the other one; the store decides.
+    for _ in 0..2 {
+        let replay = code(&programs, &password_step(&programs), &right);
+        assert_eq!(replay.status, 401, "{}", replay.text());
+    }
+    let recovery = &john.recovery[0];
+    assert_eq!(code(&programs, &password_step(&programs), recovery).status, 200);
+    assert_eq!(code(&programs, &password_step(&programs), recovery).status, 401, "a recovery code works once");
+
+    let jane = post_login(&programs, None, serde_json::json!({"username": "jane", "password": "janepass"}));
+    assert_eq!(jane.status, 200, "a user without TOTP logs in as before: {}", jane.text());
+}
+
+#[test]
+fn the_pending_step_expires_and_bans_apply_to_codes_over_fastcgi() {
+    let programs = Programs::start("1", &[("WEBAUTH_TOTP_PENDING", "1"), ("WEBAUTH_MAX_FAILURES", "3")]);
+    let john = enable(&programs.site, "john");
+    let pending = password_step(&programs); // attempt 1
+    std::thread::sleep(Duration::from_millis(2100));
+    let late = code(&programs, &pending, &john.code());
+    assert_eq!(late.status, 401, "{}", late.text());
+    assert!(late.json().get("second_factor").is_none(), "sign in again: {}", late.text());
+
+    let pending = password_step(&programs); // 2
+    assert_eq!(code(&programs, &pending, &john.wrong_code()).status, 401); // 3: banned from now
+    let banned = code(&programs, &pending, &john.code());
+    assert_eq!(banned.status, 429, "{}", banned.text());
+    assert!(banned.cookie().is_none());
 }
 
 #[test]

@@ -89,6 +89,52 @@ fn the_login_flow_runs_on_redis_and_redis_holds_only_token_hashes() {
 }
 
 #[test]
+fn the_second_factor_runs_on_redis_and_each_code_works_once() {
+    let redis = Redis::start();
+    let site = TestSite::with_redis(&redis.url(), &[]);
+    let john = support::totp::enable(&site, "john");
+    let send =
+        |pending: &str, code: &str| site.cgi("login", &Req::json(&serde_json::json!({"code": code})).cookie(pending));
+    let password_step = || {
+        let reply = login_cgi(&site, "john", "johnpass");
+        assert_eq!(reply.status, 401, "{}{}", reply.text(), reply.stderr);
+        reply.cookie().expect("a pending cookie")
+    };
+
+    // The pending step lives in Redis under an HMAC of its token's hash
+    // (not the hash itself), with an expiry.
+    let pending = password_step();
+    let hex = token_hash(&pending);
+    let key = redis.keys().into_iter().find(|k| k.starts_with("webauth:p:")).expect("the pending step in Redis");
+    assert!(!key.contains(&hex), "{key}");
+    assert!((1..=300).contains(&redis.ttl(&key)), "TTL {} of {key}: {:?}", redis.ttl(&key), redis.keys());
+    assert!(redis.hash(&key).contains(&("username".into(), "john".into())));
+    assert!(!redis.keys().iter().any(|k| k.starts_with("webauth:s:")), "no session yet: {:?}", redis.keys());
+
+    let right = john.code();
+    let ok = send(&pending, &right);
+    assert_eq!(ok.status, 200, "{}{}", ok.text(), ok.stderr);
+    assert!(page(&site, &cookie_of(&ok)).text().contains(JOHN));
+    assert!(!redis.keys().contains(&key), "the pending step is used up");
+    assert!((1..=120).contains(&redis.ttl("webauth:t:john")), "the last step lapses by itself");
+
+    // Another process, the same code: refused by the script's compare-and-set.
+    let replay = send(&password_step(), &right);
+    assert_eq!(replay.status, 401, "{}", replay.text());
+    assert_eq!(replay.json()["message"], "That code was used already. Wait for the next one.");
+
+    let recovery = &john.recovery[0];
+    assert_eq!(send(&password_step(), recovery).status, 200);
+    assert_eq!(
+        redis.contents("webauth:r:john").len(),
+        1,
+        "the used code's hash: {:?}",
+        redis.contents("webauth:r:john")
+    );
+    assert_eq!(send(&password_step(), recovery).status, 401, "a recovery code works once");
+}
+
+#[test]
 fn idle_sessions_lapse_in_redis_by_themselves() {
     let redis = Redis::start();
     // Times are whole seconds: 4 s idle, used every 1.5 s.
@@ -517,6 +563,28 @@ fn redis_and_sqlite_stores_answer_alike() {
         // A touch on an ended session does not bring it back.
         s.touch(&SessionId([1; 32]), now + 30, 50).unwrap();
         out.push(format!("{:?}", s.get(&SessionId([1; 32])).unwrap()));
+        // The second factor: a pending step, steps and recovery codes used once.
+        let pending = webauth::store::PendingRecord {
+            id: SessionId([5; 32]),
+            username: "john".into(),
+            expires_at: now + 300,
+            remember: true,
+            next: "/x".into(),
+        };
+        s.insert_pending(&pending, now).unwrap();
+        out.push(format!("{:?}", s.get_pending(&pending.id, now).unwrap()));
+        out.push(format!("{:?}", s.get_pending(&pending.id, now + 300).unwrap()));
+        out.push(format!("{:?}", s.get(&pending.id).unwrap()));
+        out.push(format!("{} {}", s.take_pending(&pending.id).unwrap(), s.take_pending(&pending.id).unwrap()));
+        for step in [10, 10, 9, 11] {
+            out.push(format!("step {step}: {}", s.use_totp_step("john", step).unwrap()));
+        }
+        for hash in ["aa", "aa", "bb"] {
+            out.push(format!("recovery {hash}: {}", s.use_recovery_code("john", hash, now).unwrap()));
+        }
+        let mut used = s.used_recovery_codes("john").unwrap();
+        used.sort();
+        out.push(format!("{used:?}"));
         out
     };
     let from_sqlite = run(store::open(&sqlite).unwrap().as_mut());
@@ -534,6 +602,13 @@ fn redis_and_sqlite_stores_answer_alike() {
     ];
     assert_eq!(&from_sqlite[..7], &expected[..], "{from_sqlite:?}");
     assert_eq!(from_sqlite[11], "ended 2", "{from_sqlite:?}");
+    assert!(from_sqlite[14].contains("remember: true"), "{from_sqlite:?}");
+    assert_eq!(from_sqlite[15..18], ["None", "None", "true false"], "{from_sqlite:?}");
+    assert_eq!(from_sqlite[18..22], ["step 10: true", "step 10: false", "step 9: false", "step 11: true"]);
+    assert_eq!(
+        from_sqlite[22..26],
+        ["recovery aa: true", "recovery aa: false", "recovery bb: true", "[\"aa\", \"bb\"]"]
+    );
 }
 
 /// `rediss://`: the certificate is checked against the system's roots, or

@@ -1,5 +1,6 @@
 //! The login and logout bodies: `routes::parse_form`, `routes::parse_json`,
-//! and `routes::read_fields`, which picks between them by content type.
+//! and `routes::read_fields`, which picks between them by content type; and
+//! `totp::parse_code`, which reads the code field they carry.
 //!
 //! Input: the first byte picks the `Content-Type` (see `content_type`), the
 //! rest is the body. Both parsers see every body whatever the first byte.
@@ -8,6 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use webauth::http::{Request, RequestError};
 use webauth::routes::{parse_form, parse_json, read_fields, BodyKind, Fields};
+use webauth::totp::{parse_code, Code, MAX_CODE_FIELD};
 
 fn content_type(selector: u8) -> &'static str {
     match selector {
@@ -36,7 +38,7 @@ fn form_encode(text: &str) -> String {
 
 fn encode_fields(f: &Fields) -> String {
     let mut parts = Vec::new();
-    for (name, value) in [("username", &f.username), ("password", &f.password), ("next", &f.next)] {
+    for (name, value) in [("username", &f.username), ("password", &f.password), ("next", &f.next), ("code", &f.code)] {
         if let Some(v) = value {
             parts.push(format!("{name}={}", form_encode(v)));
         }
@@ -55,8 +57,26 @@ fn check_error(e: &RequestError) {
     assert!(message.len() < 200, "message {message:?}");
 }
 
+/// The code field's reader: a six-digit code is six ASCII digits, a
+/// recovery code sixteen base32 letters, and nothing over-long is either.
+fn check_code(field: &str) {
+    match parse_code(field) {
+        Some(Code::Totp(c)) => assert!(c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit()), "{c:?}"),
+        Some(Code::Recovery(c)) => {
+            assert!(c.len() == 16 && c.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)), "{c:?}")
+        }
+        None => {}
+    }
+    if field.len() > MAX_CODE_FIELD {
+        assert_eq!(parse_code(field), None, "an over-long field is no code");
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
+    if let Ok(text) = std::str::from_utf8(body) {
+        check_code(text);
+    }
 
     let form = parse_form(body);
     match &form {
@@ -73,6 +93,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(f) => {
             let value = serde_json::json!({
                 "username": f.username, "password": f.password, "next": f.next, "remember": f.remember,
+                "code": f.code,
             });
             let again = value.to_string();
             assert_eq!(parse_json(again.as_bytes()).as_ref(), Ok(f), "JSON round trip through {again:?}");

@@ -37,10 +37,21 @@ pub fn index(app: &mut App, req: &Request) -> Result<Response, Error> {
 fn user_page(app: &mut App, req: &Request, user: &User) -> Result<Response, Error> {
     let mut fields = user.fields.clone();
     fields.insert("username".into(), Value::String(user.username.clone()));
+    let totp = match &user.totp {
+        Some(totp) => {
+            // Codes used but still in the file (the programs could not write
+            // it) are not left: the store's record is what counts.
+            let used = app.store()?.used_recovery_codes(&user.username)?;
+            let left = totp.recovery.iter().filter(|h| !used.contains(h)).count();
+            serde_json::json!({"enabled": true, "recovery_left": left})
+        }
+        None => serde_json::json!({"enabled": false, "recovery_left": 0}),
+    };
     let config = app.config();
     let mut context = Context::new();
     context.insert("title", "Welcome");
     context.insert("user", &Value::Object(fields));
+    context.insert("totp", &totp);
     context.insert("logout_action", &format!("{}logout", req.mount(&config)));
     Ok(app.render.page(&config, req, 200, "user.html", context)?)
 }

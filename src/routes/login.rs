@@ -1,14 +1,16 @@
-//! `login`: checks a username and password and starts a session.
+//! `login`: checks a username and password and starts a session, or, for a
+//! user with a second factor, the pending step that asks for the code (see
+//! [`super::second_factor`]).
 
 use tera::Context;
 
-use super::{end_sent_sessions, read_fields, safe_next, BodyKind};
+use super::{end_sent_sessions, read_fields, safe_next, second_factor, BodyKind};
 use crate::app::{App, Error};
 use crate::audit::{self, Event};
 use crate::config::Config;
 use crate::http::{Request, Response};
 use crate::session::{self, session_cookie, Token};
-use crate::store::SessionRecord;
+use crate::store::{Limit, SessionRecord};
 use crate::users::{self, normalize_username, MAX_PASSWORD, MAX_USERNAME};
 use crate::{origin, regulate, slots};
 
@@ -49,6 +51,9 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
                 let next: String = url::form_urlencoded::byte_serialize(elsewhere.as_bytes()).collect();
                 return Ok(Response::redirect_303(&format!("{mount}login?next={next}")));
             }
+            if let Some(mode) = second_factor::Mode::from_query(req) {
+                return second_factor::code_page_get(app, req, mode);
+            }
             let next = safe_next(req.query_param("next").as_deref(), &mount);
             return login_page(app, req, 200, &LoginForm { next: &next, ..LoginForm::default() });
         }
@@ -59,6 +64,10 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
     let (kind, fields) = read_fields(req)?;
     let json = kind == BodyKind::Json || req.wants_json();
     let next = safe_next(fields.next.as_deref().or(req.query_param("next").as_deref()), &mount);
+    if let (None, None, Some(code)) = (&fields.username, &fields.password, &fields.code) {
+        // The second step of a login: the code, with the pending cookie.
+        return second_factor::code_step(app, req, json, code);
+    }
     let (username, password) = match (fields.username, fields.password) {
         (Some(u), Some(p)) if !u.trim().is_empty() && !p.is_empty() => (u, p),
         (u, _) => {
@@ -93,34 +102,83 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
     // bcrypt counted only 72 bytes of the password: now all of it counts.
     users::upgrade_after_login(&config.users, config.rehash, user, &password);
 
+    if let Some(totp) = &user.totp {
+        // The password alone never gives a session. The counts are not
+        // cleared either: else each right password would buy new guesses
+        // at the code.
+        let Some(code) = fields.code.as_deref().filter(|c| !c.trim().is_empty()) else {
+            return second_factor::begin(app, req, json, &user.username, fields.remember, &next);
+        };
+        // Username, password and code in one request (scripts): this
+        // attempt was counted above, before the password was verified.
+        if let Err(why) = second_factor::check_code(app, &user.username, totp, code, now)? {
+            audit::record(config.log, Event::CodeFailure, &user.username, &req.remote_addr);
+            if attempt.started_ban {
+                audit::record(config.log, Event::Ban, &user.username, &req.remote_addr);
+            }
+            return second_factor::refuse_code(app, req, json, why, code);
+        }
+    }
+    let grant = Grant { username: &user.username, keys: &keys, remember: fields.remember, next: &next };
+    start_session(app, req, json, &grant, None)
+}
+
+/// A login that has passed every factor.
+pub(super) struct Grant<'a> {
+    pub username: &'a str,
+    /// Its regulation keys, cleared now.
+    pub keys: &'a [(String, Limit)],
+    pub remember: bool,
+    /// Where to go: a safe local path.
+    pub next: &'a str,
+}
+
+/// Ends the login: a new session, the counts cleared, and the answer that
+/// takes the browser on. `also` is one more `Set-Cookie` (the pending
+/// step's, expired).
+pub(super) fn start_session(
+    app: &mut App,
+    req: &Request,
+    json: bool,
+    grant: &Grant,
+    also: Option<String>,
+) -> Result<Response, Error> {
+    let Grant { username, keys, remember, next } = *grant;
+    let config = app.config();
+    let mount = req.mount(&config);
+    let now = session::now();
     // Every cookie sent along is replaced, and its session ended: no fixation.
     end_sent_sessions(app, req)?;
     let store = app.store()?;
-    regulate::succeeded(store, &keys)?;
+    regulate::succeeded(store, keys)?;
     store.purge(now, config.idle_timeout, config.failure_window)?;
     let token = Token::generate().map_err(|e| Error::Random(e.to_string()))?;
     // "Remember me": still a server-side session, revocable, with its own
     // lifetime and idle timeout, and a cookie that outlives the browser.
-    let remembered = fields.remember && config.remember > 0;
+    let remembered = remember && config.remember > 0;
     let (lifetime, idle_timeout) =
         if remembered { (config.remember, config.remember_idle_timeout) } else { (config.absolute_timeout, 0) };
     let record = SessionRecord {
         id: token.id(),
-        username: user.username.clone(),
+        username: username.to_string(),
         created: now,
         last_seen: now,
         expires_at: now + lifetime,
         idle_timeout,
     };
     store.insert(&record, record.idle(config.idle_timeout))?;
-    audit::record(config.log, Event::LoginSuccess, &user.username, &req.remote_addr);
+    audit::record(config.log, Event::LoginSuccess, username, &req.remote_addr);
     let cookie = session_cookie(&config, req, &mount, &token, remembered.then_some(lifetime));
     let response = if json {
         Response::json(200, &serde_json::json!({"success": true, "redirect": next}))
     } else {
-        Response::redirect_303(&next)
+        Response::redirect_303(next)
     };
-    Ok(response.with_header("Set-Cookie", &cookie))
+    let response = response.with_header("Set-Cookie", &cookie);
+    Ok(match also {
+        Some(other) => response.with_header("Set-Cookie", &other),
+        None => response,
+    })
 }
 
 /// The page a browser asked for when the web server showed it the login

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod index;
 pub mod login;
 pub mod logout;
+pub mod second_factor;
 
 pub use auth::auth;
 pub use index::index;
@@ -26,6 +27,8 @@ pub struct Fields {
     pub next: Option<String>,
     /// "Remember me": a JSON `true`, or a checked form box (`remember=on`).
     pub remember: bool,
+    /// The second factor: a TOTP code or a recovery code.
+    pub code: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +51,8 @@ pub fn read_fields(req: &Request) -> Result<(BodyKind, Fields), RequestError> {
     }
 }
 
-/// `{"username": "...", "password": "...", "next": "..."}`; other keys ignored.
+/// `{"username": "...", "password": "...", "next": "...", "remember": true,
+/// "code": "..."}`; other keys ignored.
 pub fn parse_json(body: &[u8]) -> Result<Fields, RequestError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         RequestError::Malformed(match e.classify() {
@@ -70,7 +74,13 @@ pub fn parse_json(body: &[u8]) -> Result<Fields, RequestError> {
         Some(Value::Bool(true)) => true,
         Some(_) => return Err(RequestError::Malformed("\"remember\" must be true or false".into())),
     };
-    Ok(Fields { username: field("username")?, password: field("password")?, next: field("next")?, remember })
+    Ok(Fields {
+        username: field("username")?,
+        password: field("password")?,
+        next: field("next")?,
+        remember,
+        code: field("code")?,
+    })
 }
 
 /// `username=...&password=...&next=...`, with strict percent-decoding: a `%`
@@ -86,6 +96,7 @@ pub fn parse_form(body: &[u8]) -> Result<Fields, RequestError> {
             "username" => &mut fields.username,
             "password" => &mut fields.password,
             "next" => &mut fields.next,
+            "code" => &mut fields.code,
             // A checkbox is sent only when checked, whatever its value.
             "remember" => {
                 fields.remember = true;
@@ -220,6 +231,10 @@ mod tests {
         assert!(!parse_json(br#"{"remember": false}"#).unwrap().remember);
         assert!(parse_json(br#"{"remember": "yes"}"#).is_err());
         assert!(parse_form(b"username=a&remember=on").unwrap().remember);
+        assert_eq!(parse_json(br#"{"code": "123456"}"#).unwrap().code.as_deref(), Some("123456"));
+        assert!(parse_json(br#"{"code": 123456}"#).is_err(), "a code is a string: leading zeros matter");
+        assert_eq!(parse_form(b"code=123+456").unwrap().code.as_deref(), Some("123 456"));
+        assert!(parse_form(b"code=1&code=2").is_err());
     }
 
     #[test]

@@ -45,6 +45,20 @@ impl SessionRecord {
     }
 }
 
+/// A login halfway through: the password was right, the second factor is
+/// still to come. Kept under the SHA-256 of its own token, like a session,
+/// but in a place of its own: it is never a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRecord {
+    pub id: SessionId,
+    pub username: String,
+    pub expires_at: i64,
+    /// "Remember me" as chosen at the password step.
+    pub remember: bool,
+    /// Where to go after the code (a safe local path, checked at the password step).
+    pub next: String,
+}
+
 /// The rule a failure counter follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
@@ -113,6 +127,23 @@ pub trait SessionStore {
     /// After a successful login: forgets the counts on `clear`, and takes the
     /// attempt back from the counts on `forgive`.
     fn succeeded(&mut self, clear: &[String], forgive: &[String]) -> Result<(), StoreError>;
+
+    /// Keeps a pending second-factor step until its `expires_at`.
+    fn insert_pending(&mut self, record: &PendingRecord, now: i64) -> Result<(), StoreError>;
+    /// The pending step, if it is there and has not expired at `now`.
+    fn get_pending(&mut self, id: &SessionId, now: i64) -> Result<Option<PendingRecord>, StoreError>;
+    /// Removes a pending step; whether it was there. The step that removes
+    /// it is the one that may finish the login (two at once: one wins).
+    fn take_pending(&mut self, id: &SessionId) -> Result<bool, StoreError>;
+    /// Records that `username` used the TOTP code of time step `step`, if it
+    /// is later than the last one they used: one atomic compare-and-set, so
+    /// a code works once across processes and hosts. `false`: a replay.
+    fn use_totp_step(&mut self, username: &str, step: i64) -> Result<bool, StoreError>;
+    /// Records that `username` used the recovery code hashed `hash`, if they
+    /// had not: atomic like [`SessionStore::use_totp_step`]. `false`: used before.
+    fn use_recovery_code(&mut self, username: &str, hash: &str, now: i64) -> Result<bool, StoreError>;
+    /// The hashes of the recovery codes `username` has used.
+    fn used_recovery_codes(&mut self, username: &str) -> Result<Vec<String>, StoreError>;
 }
 
 /// Opens the store the configuration names if it exists already: for the

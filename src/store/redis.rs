@@ -18,6 +18,13 @@
 //!   every session of a user" is one script.
 //! - `f:<regulation key>`: a failure count that lapses with its window;
 //!   `b:<regulation key>`: a ban that lapses with itself.
+//! - `p:<name>`: a login waiting for its second factor (username, expiry,
+//!   remember, next), named and sealed like a session, lapsing when it
+//!   expires.
+//! - `t:<username>`: the last TOTP time step the user used, lapsing once no
+//!   code it could refuse would be accepted anyway.
+//! - `r:<username>`: the hashes of the recovery codes the user used, a set
+//!   without expiry (a code stays in the users file until it is replaced).
 //!
 //! Every step that reads and then writes is one Lua script, which Redis runs
 //! atomically: counting an attempt and deciding the ban cannot interleave
@@ -42,8 +49,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use redis::{Connection, RedisResult, Script};
 use sha2::Sha256;
 
-use super::{Attempt, Limit, SessionId, SessionRecord, SessionStore, StoreError};
+use super::{Attempt, Limit, PendingRecord, SessionId, SessionRecord, SessionStore, StoreError};
 use crate::config::RedisUrl;
+use crate::totp;
 
 /// How long connecting (TCP, TLS) and each reply may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -161,6 +169,16 @@ end
 return 1
 ";
 
+/// KEYS: the user's last step. ARGV: the step, seconds to keep it.
+/// Returns 1 if the step is later than the last one (now recorded), else 0.
+const USE_STEP: &str = r"
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local step = tonumber(ARGV[1])
+if step <= last then return 0 end
+redis.call('SET', KEYS[1], step, 'EX', ARGV[2])
+return 1
+";
+
 /// The scripts, hashed once per process; `invoke` sends `EVALSHA` and falls
 /// back to `EVAL` when the server does not know a script yet.
 struct Scripts {
@@ -170,6 +188,7 @@ struct Scripts {
     delete_user: Script,
     attempt: Script,
     succeeded: Script,
+    use_step: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -181,6 +200,7 @@ fn scripts() -> &'static Scripts {
         delete_user: Script::new(DELETE_USER),
         attempt: Script::new(ATTEMPT),
         succeeded: Script::new(SUCCEEDED),
+        use_step: Script::new(USE_STEP),
     })
 }
 
@@ -195,6 +215,19 @@ fn ban_key(key: &str) -> String {
 fn index_key(username: &str) -> String {
     format!("{INDEXES}{username}")
 }
+
+fn step_key(username: &str) -> String {
+    format!("{PREFIX}t:{username}")
+}
+
+fn recovery_key(username: &str) -> String {
+    format!("{PREFIX}r:{username}")
+}
+
+/// How long a user's last step is kept: its code is accepted from SKEW steps
+/// before it to SKEW steps after, so after that span (and a step's margin
+/// for clocks) no code it would refuse is accepted anyway.
+const STEP_KEEP: i64 = (2 * totp::SKEW + 2) * totp::STEP;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -269,6 +302,26 @@ impl RedisStore {
         for n in [r.created, r.expires_at, r.idle_timeout] {
             mac.update(&n.to_le_bytes());
         }
+        mac
+    }
+
+    /// A pending login's key: an HMAC of its token's hash, like a session's.
+    fn pending_key(&self, id: &SessionId) -> String {
+        let mut mac = self.mac(b"webauth redis pending name v1\0");
+        mac.update(&id.0);
+        format!("{PREFIX}p:{}", hex(&mac.finalize().into_bytes()))
+    }
+
+    /// The HMAC over everything a pending login says.
+    fn pending_mac(&self, p: &PendingRecord) -> Hmac<Sha256> {
+        let mut mac = self.mac(b"webauth redis pending record v1\0");
+        mac.update(&p.id.0);
+        for text in [&p.username, &p.next] {
+            mac.update(&(text.len() as u64).to_le_bytes());
+            mac.update(text.as_bytes());
+        }
+        mac.update(&p.expires_at.to_le_bytes());
+        mac.update(&[u8::from(p.remember)]);
         mac
     }
 
@@ -484,6 +537,80 @@ impl SessionStore for RedisStore {
         })
         .map(|_| ())
     }
+
+    fn insert_pending(&mut self, p: &PendingRecord, now: i64) -> Result<(), StoreError> {
+        let key = self.pending_key(&p.id);
+        let tag = hex(&self.pending_mac(p).finalize().into_bytes());
+        let ttl = (p.expires_at - now).max(1);
+        self.run(|c| {
+            redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(&key)
+                .arg("username")
+                .arg(&p.username)
+                .arg("expires_at")
+                .arg(p.expires_at)
+                .arg("remember")
+                .arg(i64::from(p.remember))
+                .arg("next")
+                .arg(&p.next)
+                .arg("mac")
+                .arg(tag)
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(ttl)
+                .ignore()
+                .query::<()>(c)
+        })
+    }
+
+    fn get_pending(&mut self, id: &SessionId, now: i64) -> Result<Option<PendingRecord>, StoreError> {
+        let key = self.pending_key(id);
+        let fields: Vec<Option<String>> = self.run(|c| {
+            redis::cmd("HMGET").arg(&key).arg(&["username", "expires_at", "remember", "next", "mac"]).query(c)
+        })?;
+        let [Some(username), Some(expires_at), Some(remember), Some(next), mac] =
+            <[_; 5]>::try_from(fields).ok().unwrap_or_default()
+        else {
+            return Ok(None);
+        };
+        let Ok(expires_at) = expires_at.parse::<i64>() else { return Ok(None) };
+        let record = PendingRecord { id: *id, username, expires_at, remember: remember == "1", next };
+        // Whoever writes Redis without the key must not skip the password.
+        let sealed =
+            mac.and_then(|t| unhex(&t)).is_some_and(|tag| self.pending_mac(&record).verify_slice(&tag).is_ok());
+        if !sealed {
+            eprintln!("webauth: error: session store {}: a pending login fails its check; ignored", self.label);
+            return Ok(None);
+        }
+        // Redis lapses it by its own clock; this host's decides too.
+        Ok((expires_at > now).then_some(record))
+    }
+
+    fn take_pending(&mut self, id: &SessionId) -> Result<bool, StoreError> {
+        let key = self.pending_key(id);
+        let n: i64 = self.run(|c| redis::cmd("DEL").arg(&key).query(c))?;
+        Ok(n == 1)
+    }
+
+    fn use_totp_step(&mut self, username: &str, step: i64) -> Result<bool, StoreError> {
+        let script = &scripts().use_step;
+        let n: i64 = self.run(|c| script.key(step_key(username)).arg(step).arg(STEP_KEEP).invoke(c))?;
+        Ok(n == 1)
+    }
+
+    fn use_recovery_code(&mut self, username: &str, hash: &str, _now: i64) -> Result<bool, StoreError> {
+        let key = recovery_key(username);
+        let n: i64 = self.run(|c| redis::cmd("SADD").arg(&key).arg(hash).query(c))?;
+        Ok(n == 1)
+    }
+
+    fn used_recovery_codes(&mut self, username: &str) -> Result<Vec<String>, StoreError> {
+        let key = recovery_key(username);
+        self.run(|c| redis::cmd("SMEMBERS").arg(&key).query(c))
+    }
 }
 
 #[cfg(test)]
@@ -548,6 +675,32 @@ mod tests {
         let mut touched = fields(&a, &r);
         touched[3] = Some("3".into());
         assert_eq!(a.record_from_fields(&name, touched).map(|r| r.last_seen), Some(3));
+    }
+
+    #[test]
+    fn pending_logins_are_named_and_sealed_with_the_key() {
+        let (_d1, a) = store(&[1; 32]);
+        let (_d2, b) = store(&[2; 32]);
+        let p = PendingRecord {
+            id: SessionId([5; 32]),
+            username: "jane".into(),
+            expires_at: 9,
+            remember: false,
+            next: "/".into(),
+        };
+        assert_ne!(a.pending_key(&p.id), b.pending_key(&p.id));
+        assert!(!a.pending_key(&p.id).contains(&hex(&p.id.0)), "the name is not the id");
+        let tag = a.pending_mac(&p).finalize().into_bytes();
+        assert!(a.pending_mac(&p).verify_slice(&tag).is_ok());
+        assert!(b.pending_mac(&p).verify_slice(&tag).is_err(), "another key");
+        for edited in [
+            PendingRecord { username: "john".into(), ..p.clone() },
+            PendingRecord { expires_at: 99, ..p.clone() },
+            PendingRecord { remember: true, ..p.clone() },
+            PendingRecord { next: "/admin".into(), ..p.clone() },
+        ] {
+            assert!(a.pending_mac(&edited).verify_slice(&tag).is_err(), "{edited:?}");
+        }
     }
 
     #[test]

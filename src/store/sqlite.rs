@@ -13,10 +13,10 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::SessionId;
-use super::{Attempt, Limit, SessionRecord, SessionStore, StoreError};
-use crate::files;
+use super::{Attempt, Limit, PendingRecord, SessionRecord, SessionStore, StoreError};
+use crate::{files, totp};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
@@ -35,6 +35,23 @@ CREATE TABLE IF NOT EXISTS failures (
     count        INTEGER NOT NULL,
     window_start INTEGER NOT NULL,
     banned_until INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (
+    id         BLOB PRIMARY KEY,
+    username   TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    remember   INTEGER NOT NULL,
+    next       TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS totp_steps (
+    username  TEXT PRIMARY KEY,
+    last_step INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recovery_used (
+    username TEXT NOT NULL,
+    hash     TEXT NOT NULL,
+    used_at  INTEGER NOT NULL,
+    PRIMARY KEY (username, hash)
 ) WITHOUT ROWID;
 ";
 
@@ -102,6 +119,7 @@ impl SqliteStore {
             // Version 2: each session may have its own idle timeout (remember me).
             tx.execute_batch("ALTER TABLE sessions ADD COLUMN idle_timeout INTEGER NOT NULL DEFAULT 0")?;
         }
+        // Version 3 only adds tables (the second factor), which SCHEMA creates.
         tx.execute_batch(SCHEMA)?;
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         tx.commit()
@@ -250,6 +268,10 @@ impl SessionStore for SqliteStore {
                 "DELETE FROM failures WHERE banned_until <= ?1 AND window_start <= ?1 - ?2",
                 params![now, failure_window],
             )?;
+            tx.execute("DELETE FROM pending WHERE expires_at <= ?1", params![now])?;
+            // A step's code is accepted up to SKEW steps after it: an older
+            // last step refuses nothing that would be accepted anyway.
+            tx.execute("DELETE FROM totp_steps WHERE last_step < ?1", params![totp::step_of(now) - totp::SKEW - 1])?;
             tx.commit()?;
             Ok(n)
         })();
@@ -310,6 +332,75 @@ impl SessionStore for SqliteStore {
                     .execute(params![key])?;
             }
             tx.commit()
+        })();
+        result.map_err(|e| self.fail(e))
+    }
+
+    fn insert_pending(&mut self, p: &PendingRecord, _now: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO pending (id, username, expires_at, remember, next) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![&p.id.0[..], p.username, p.expires_at, p.remember, p.next]))
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+
+    fn get_pending(&mut self, id: &SessionId, now: i64) -> Result<Option<PendingRecord>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT username, expires_at, remember, next FROM pending WHERE id = ?1 AND expires_at > ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![&id.0[..], now], |r| {
+                    Ok(PendingRecord {
+                        id: *id,
+                        username: r.get(0)?,
+                        expires_at: r.get(1)?,
+                        remember: r.get(2)?,
+                        next: r.get(3)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(|e| self.fail(e))
+    }
+
+    fn take_pending(&mut self, id: &SessionId) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM pending WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![&id.0[..]]))
+            .map(|n| n == 1)
+            .map_err(|e| self.fail(e))
+    }
+
+    fn use_totp_step(&mut self, username: &str, step: i64) -> Result<bool, StoreError> {
+        // One statement, so one atomic write under SQLite's lock: it changes
+        // a row only when the step is later than the one recorded.
+        self.conn
+            .prepare_cached(
+                "INSERT INTO totp_steps (username, last_step) VALUES (?1, ?2) \
+                 ON CONFLICT (username) DO UPDATE SET last_step = excluded.last_step \
+                 WHERE excluded.last_step > totp_steps.last_step",
+            )
+            .and_then(|mut s| s.execute(params![username, step]))
+            .map(|n| n == 1)
+            .map_err(|e| self.fail(e))
+    }
+
+    fn use_recovery_code(&mut self, username: &str, hash: &str, now: i64) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO recovery_used (username, hash, used_at) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![username, hash, now]))
+            .map(|n| n == 1)
+            .map_err(|e| self.fail(e))
+    }
+
+    fn used_recovery_codes(&mut self, username: &str) -> Result<Vec<String>, StoreError> {
+        let result = (|| {
+            let mut s = self.conn.prepare_cached("SELECT hash FROM recovery_used WHERE username = ?1")?;
+            let rows = s.query_map(params![username], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
         })();
         result.map_err(|e| self.fail(e))
     }
@@ -466,6 +557,69 @@ mod tests {
         assert_eq!(s.attempt(&keys, 101).unwrap(), refused(130));
         let count: i64 = s.conn.query_row("SELECT count FROM failures WHERE key = 'user:x'", [], |r| r.get(0)).unwrap();
         assert_eq!(count, 1, "a refused attempt is not counted");
+    }
+
+    #[test]
+    fn a_version_2_store_gains_the_second_factor_tables() {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("v2.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE sessions (id BLOB PRIMARY KEY, username TEXT NOT NULL, created INTEGER NOT NULL, \
+                 last_seen INTEGER NOT NULL, expires_at INTEGER NOT NULL, idle_timeout INTEGER NOT NULL DEFAULT 0) \
+                 WITHOUT ROWID; CREATE TABLE failures (key TEXT PRIMARY KEY, count INTEGER NOT NULL, \
+                 window_start INTEGER NOT NULL, banned_until INTEGER NOT NULL) WITHOUT ROWID; \
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+            conn.execute("INSERT INTO sessions VALUES (?1, 'john', 1, 2, 3, 0)", params![&[7u8; 32][..]]).unwrap();
+        }
+        let mut store = SqliteStore::open(path.to_str().unwrap()).unwrap();
+        assert!(store.get(&SessionId([7; 32])).unwrap().is_some(), "the old session is kept");
+        assert!(store.use_totp_step("john", 10).unwrap());
+        let version: i64 = store.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_totp_step_is_used_once_and_only_later_ones_after_it() {
+        let (_dir, mut s) = temp_store();
+        assert!(s.use_totp_step("john", 100).unwrap());
+        assert!(!s.use_totp_step("john", 100).unwrap(), "the same step again is a replay");
+        assert!(!s.use_totp_step("john", 99).unwrap(), "an earlier step after a later one");
+        assert!(s.use_totp_step("john", 101).unwrap());
+        assert!(s.use_totp_step("jane", 100).unwrap(), "per user");
+    }
+
+    #[test]
+    fn a_recovery_code_is_used_once() {
+        let (_dir, mut s) = temp_store();
+        assert!(s.use_recovery_code("john", "aa", 1).unwrap());
+        assert!(!s.use_recovery_code("john", "aa", 2).unwrap());
+        assert!(s.use_recovery_code("jane", "aa", 2).unwrap(), "per user");
+        assert_eq!(s.used_recovery_codes("john").unwrap(), vec!["aa".to_string()]);
+    }
+
+    #[test]
+    fn pending_steps_expire_and_are_taken_once() {
+        let (_dir, mut s) = temp_store();
+        let p = PendingRecord {
+            id: Token::generate().unwrap().id(),
+            username: "john".into(),
+            expires_at: 1300,
+            remember: true,
+            next: "/x".into(),
+        };
+        s.insert_pending(&p, 1000).unwrap();
+        assert_eq!(s.get_pending(&p.id, 1299).unwrap(), Some(p.clone()));
+        assert_eq!(s.get_pending(&p.id, 1300).unwrap(), None, "expired");
+        assert_eq!(s.get(&p.id).unwrap(), None, "a pending step is no session");
+        assert!(s.take_pending(&p.id).unwrap());
+        assert!(!s.take_pending(&p.id).unwrap(), "taken once");
+        s.insert_pending(&p, 1000).unwrap();
+        s.purge(1300, 60, 60).unwrap();
+        assert!(!s.take_pending(&p.id).unwrap(), "purged when expired");
     }
 
     #[test]

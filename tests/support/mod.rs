@@ -14,6 +14,7 @@
 pub mod fcgi_client;
 #[cfg(feature = "redis")]
 pub mod redis_server;
+pub mod totp;
 pub mod web;
 pub mod webdriver;
 
@@ -108,6 +109,7 @@ impl TestSite {
             "index" => webauth::routes::index,
             "login" => webauth::routes::login,
             "logout" => webauth::routes::logout,
+            "auth" => webauth::routes::auth,
             other => panic!("no route {other}"),
         };
         let vars = req.cgi_vars(route, &self.env);

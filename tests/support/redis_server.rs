@@ -144,13 +144,14 @@ impl Redis {
     }
 
     /// Every string Redis holds under `key`, whatever its type: fields and
-    /// values of a hash, members of a sorted set, a plain value.
+    /// values of a hash, members of a set or a sorted set, a plain value.
     pub fn contents(&self, key: &str) -> Vec<String> {
         let mut c = self.client().get_connection().expect("connect to Redis");
         let kind: String = redis::cmd("TYPE").arg(key).query(&mut c).expect("TYPE");
         match kind.as_str() {
             "hash" => redis::cmd("HGETALL").arg(key).query(&mut c).expect("HGETALL"),
             "zset" => redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES").query(&mut c).expect("ZRANGE"),
+            "set" => redis::cmd("SMEMBERS").arg(key).query(&mut c).expect("SMEMBERS"),
             "string" => vec![redis::cmd("GET").arg(key).query(&mut c).expect("GET")],
             "none" => Vec::new(),
             other => panic!("{key}: a {other}, which webauth does not write"),
