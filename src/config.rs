@@ -283,6 +283,15 @@ impl Config {
                 expected: "sqlite:PATH, or redis://[:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS)",
             });
         };
+        #[cfg(not(feature = "redis"))]
+        if matches!(store, Store::Redis { .. }) {
+            return Err(ConfigError {
+                name: "WEBAUTH_STORE",
+                value: store.to_string(),
+                expected: "sqlite:PATH: these programs were built without the Redis store \
+                           (the shared-host build); use the standard build for Redis",
+            });
+        }
         if let Store::Redis { secret_key, .. } = &mut store {
             match var("WEBAUTH_SECRET_KEY") {
                 Some(path) => *secret_key = PathBuf::from(path.trim()),
@@ -295,15 +304,6 @@ impl Config {
                     })
                 }
             }
-        }
-        #[cfg(not(feature = "redis"))]
-        if matches!(store, Store::Redis { .. }) {
-            return Err(ConfigError {
-                name: "WEBAUTH_STORE",
-                value: store.to_string(),
-                expected: "sqlite:PATH: these programs were built without the Redis store \
-                           (the shared-host build); use the standard build for Redis",
-            });
         }
         let Some(state_dir) = var("WEBAUTH_STATE_DIR").map(PathBuf::from).or_else(|| store.default_state_dir()) else {
             return Err(ConfigError {
