@@ -35,6 +35,22 @@ pub fn keys(config: &Config, username: &str, addr: &str) -> Vec<(String, Limit)>
     ]
 }
 
+/// The counter of wrong second-factor codes of a user, from any address,
+/// on top of the password's keys: 2x `WEBAUTH_MAX_FAILURES` (10) in the
+/// window, then a ban of 4x `WEBAUTH_BAN_TIME` (an hour). Whoever knows the
+/// password can spread guesses over many addresses, which the per-user key
+/// alone (50) would let through at about 7,000 guesses a day; with this one
+/// at most about 10 an hour, 240 a day: one chance in about 1,400 a day of
+/// hitting one of the three codes a guess can match.
+pub fn code_key(config: &Config, username: &str) -> (String, Limit) {
+    let limit = Limit {
+        max: config.max_failures.saturating_mul(2),
+        window: config.failure_window,
+        ban: config.ban_time.saturating_mul(4),
+    };
+    (format!("code:{username}"), limit)
+}
+
 /// The address as one client: an IPv4 address, or the /64 of an IPv6 one
 /// (a single host usually holds a whole /64 and could rotate through it).
 fn client_key(addr: &str) -> String {

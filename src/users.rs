@@ -142,6 +142,10 @@ pub struct UserTotp {
     pub secret: crate::totp::Secret,
     /// The SHA-256 (hex) of each recovery code not yet known to be used.
     pub recovery: Vec<String>,
+    /// The time step of the code typed at enrolment (`"step"`): it and those
+    /// before it never log in (it was seen on the operator's screen). Kept
+    /// in the file because the store may not exist yet at enrolment.
+    pub enrolled_step: i64,
 }
 
 impl UserTotp {
@@ -170,7 +174,11 @@ impl UserTotp {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err("TOTP \"recovery\" must be a list of hashes".into()),
         };
-        Ok(UserTotp { secret, recovery })
+        let enrolled_step = match map.get("step") {
+            None | Some(Value::Null) => 0,
+            Some(v) => v.as_i64().filter(|n| *n >= 0).ok_or("TOTP \"step\" must be a whole number")?,
+        };
+        Ok(UserTotp { secret, recovery, enrolled_step })
     }
 
     /// Whether `code` (canonical, see [`crate::totp::parse_code`]) is one of

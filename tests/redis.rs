@@ -132,6 +132,14 @@ fn the_second_factor_runs_on_redis_and_each_code_works_once() {
         redis.contents("webauth:r:john")
     );
     assert_eq!(send(&password_step(), recovery).status, 401, "a recovery code works once");
+
+    // Ending the user's sessions ends their logins halfway through too.
+    let halfway = password_step();
+    assert!(redis.contents("webauth:u:john").iter().any(|m| m.starts_with("p:")), "the pending step is indexed");
+    let out = site.admin(&["session", "revoke", "john"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!redis.keys().iter().any(|k| k.starts_with("webauth:p:")), "{:?}", redis.keys());
+    assert_eq!(send(&halfway, &john.next_code()).status, 401, "a revoked user's pending step");
 }
 
 #[test]

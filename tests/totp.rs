@@ -447,3 +447,88 @@ fn an_over_long_or_empty_code_is_400_and_not_counted() {
         store.query_row("SELECT count FROM failures WHERE key = 'pair:192.0.2.10|john'", [], |r| r.get(0)).unwrap();
     assert_eq!(count, 1, "only the password attempt");
 }
+
+/// A pending step started with the old password must not survive
+/// `user passwd` (nor `session revoke`): the operator's answer to a leaked
+/// password leaves the attacker only the code to find for 5 minutes.
+#[test]
+fn a_pending_step_does_not_survive_a_password_change_or_revoke() {
+    let (site, john) = enrolled_site(&[]);
+    let pending = password_step(&site);
+    let out = site.admin(&["user", "passwd", "john"], "a brand new long passphrase\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(login(&site, "john", "johnpass").status, 401, "the old password is refused");
+    let reply = send_code(&site, &pending, &john.code());
+    assert_ne!(reply.status, 200, "the old password's pending step gave a session: {}", reply.text());
+    assert_eq!(set_cookie(&reply, "webauth"), None);
+    // Nor `session revoke`.
+    let new_password = "a brand new long passphrase";
+    let again = login(&site, "john", new_password);
+    assert_eq!(again.status, 401, "{}", again.text());
+    let pending = set_cookie(&again, "webauth-pending").expect("a pending cookie");
+    let pending = format!("webauth-pending={pending}");
+    let out = site.admin(&["session", "revoke", "john"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_ne!(send_code(&site, &pending, &john.code()).status, 200, "a revoked user's pending step gave a session");
+}
+
+/// The code typed at `user totp enable` was seen on the operator's screen:
+/// it must be used up like any other, not log in a second time.
+#[test]
+fn the_enrolment_code_is_used_up() {
+    let site = TestSite::new();
+    let secret = Secret::from_base32(SECRET).unwrap();
+    let code = secret.code_now(now());
+    let out = site.admin(&["user", "totp", "enable", "john", "--secret-stdin"], &format!("{SECRET}\n{code}\n"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reply =
+        site.cgi("login", &Req::json(&serde_json::json!({"username": "john", "password": "johnpass", "code": code})));
+    assert_ne!(reply.status, 200, "the enrolment code logged in: {}", reply.text());
+}
+
+/// The bcrypt upgrade rewrites the password hash before the second factor:
+/// someone with the first 72 bytes of a long password, and no device, sets
+/// the user's password to one of their choosing (and locks the user out).
+#[test]
+fn no_bcrypt_rehash_before_the_second_factor() {
+    let site = TestSite::new();
+    let real = format!("{}-the-users-own-tail", "x".repeat(72));
+    let mut users: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&site.users).unwrap()).unwrap();
+    let hash = bcrypt::hash(&real, 5).unwrap().replacen("$2b$", "$2y$", 1);
+    users["bob"] = serde_json::json!({"first": "Bob", "last": "B", "password": hash});
+    std::fs::write(&site.users, users.to_string()).unwrap();
+    let secret = Secret::from_base32(SECRET).unwrap();
+    let out = site.admin(
+        &["user", "totp", "enable", "bob", "--secret-stdin"],
+        &format!("{SECRET}\n{}\n", secret.code_now(now())),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let attacker = format!("{}ATTACKER", "x".repeat(72));
+    assert_eq!(login(&site, "bob", &attacker).status, 401, "a pending step (bcrypt reads 72 bytes)");
+    let reply = login(&site, "bob", &real);
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.json()["second_factor"], "totp", "the real password still works: {}", reply.text());
+}
+
+/// Wrong codes have a counter of their own per user, from any address: the
+/// per-user password key (50 per window) would let a guesser who knows the
+/// password spread about 7,000 guesses a day over many addresses.
+#[test]
+fn wrong_codes_from_many_addresses_are_banned_after_ten() {
+    let (site, john) = enrolled_site(&[("WEBAUTH_BAN_TIME", "60")]);
+    let wrong = john.wrong_code();
+    let one_request = |addr: &str, code: &str| {
+        let body = serde_json::json!({"username": "john", "password": "johnpass", "code": code});
+        site.cgi("login", &Req::json(&body).remote(addr))
+    };
+    // Two guesses from each of five addresses: each below its own limits.
+    for i in 0..10 {
+        let reply = one_request(&format!("198.51.100.{}", i / 2), &wrong);
+        assert_eq!(reply.status, 401, "guess {i}: {}", reply.text());
+    }
+    let banned = one_request("198.51.100.50", &john.code());
+    assert_eq!(banned.status, 429, "the right code from a sixth address after ten wrong ones: {}", banned.text());
+    let retry: i64 = banned.header("Retry-After").expect("Retry-After").parse().unwrap();
+    assert!((1..=240).contains(&retry), "the code ban is 4x the ban time: {retry}");
+}

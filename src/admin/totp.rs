@@ -56,18 +56,19 @@ pub fn enable(name: &str, options: &[&str]) -> Result<(), Fail> {
         Some(totp::Code::Totp(digits)) => digits,
         _ => return Err(fail("that is not a 6-digit code; nothing saved")),
     };
-    if secret.matching_step(&typed, now()).is_none() {
+    let Some(step) = secret.matching_step(&typed, now()) else {
         return Err(fail(
             "that code does not match (is the device's clock right? codes change every 30 s); nothing saved",
         ));
-    }
+    };
     let codes = totp::new_recovery_codes().map_err(|e| fail(format!("OS random source: {e}")))?;
     let mut file = lock_users(&config)?;
     let key = user_key(&file, name)?;
     if has_totp(&file, &key) {
         return Err(fail(format!("{key} got TOTP meanwhile; nothing saved")));
     }
-    let record = json!({"secret": secret.to_base32(), "recovery": hashes(&codes)});
+    // The step of the code typed here: that code never logs in (see UserTotp).
+    let record = json!({"secret": secret.to_base32(), "recovery": hashes(&codes), "step": step});
     entry(&mut file, &key)?.insert("totp".into(), record);
     save(&file)?;
     eprintln!("webauth: TOTP enabled for {key}");

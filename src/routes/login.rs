@@ -99,9 +99,6 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
         let form = LoginForm { username: typed, message: INVALID, next: &next };
         return refuse(app, req, json, 401, &form);
     };
-    // bcrypt counted only 72 bytes of the password: now all of it counts.
-    users::upgrade_after_login(&config.users, config.rehash, user, &password);
-
     if let Some(totp) = &user.totp {
         // The password alone never gives a session. The counts are not
         // cleared either: else each right password would buy new guesses
@@ -119,6 +116,12 @@ pub fn login(app: &mut App, req: &Request) -> Result<Response, Error> {
             return second_factor::refuse_code(app, req, json, why, code);
         }
     }
+    // bcrypt counted only 72 bytes of the password: now all of it counts.
+    // Only here, with every factor passed: before the code, someone who knew
+    // the first 72 bytes could replace a TOTP user's password. (A two-step
+    // login does not keep the password for its code step: that user's hash
+    // moves at a one-request login, or with `webauth user passwd`.)
+    users::upgrade_after_login(&config.users, config.rehash, user, &password);
     let grant = Grant { username: &user.username, keys: &keys, remember: fields.remember, next: &next };
     start_session(app, req, json, &grant, None)
 }

@@ -199,10 +199,31 @@ pub fn check_code(
     field: &str,
     now: i64,
 ) -> Result<Result<(), &'static str>, Error> {
+    // Codes have a counter of their own, kept by user from any address.
+    let config = app.config();
+    let code_key = [regulate::code_key(&config, username)];
+    let attempt = regulate::attempt(app.store()?, &code_key, now)?;
+    if let Some(wait) = regulate::retry_after(&attempt, now) {
+        return Err(Error::Banned { retry_after: wait });
+    }
+    let checked = check_code_only(app, username, totp, field, now)?;
+    if checked.is_ok() {
+        app.store()?.succeeded(&[code_key[0].0.clone()], &[])?;
+    }
+    Ok(checked)
+}
+
+fn check_code_only(
+    app: &mut App,
+    username: &str,
+    totp: &UserTotp,
+    field: &str,
+    now: i64,
+) -> Result<Result<(), &'static str>, Error> {
     match totp::parse_code(field) {
         Some(Code::Totp(code)) => {
             let Some(step) = totp.secret.matching_step(&code, now) else { return Ok(Err(INVALID_CODE)) };
-            if app.store()?.use_totp_step(username, step)? {
+            if step > totp.enrolled_step && app.store()?.use_totp_step(username, step)? {
                 Ok(Ok(()))
             } else {
                 Ok(Err(USED_CODE))

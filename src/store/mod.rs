@@ -112,7 +112,8 @@ pub trait SessionStore {
     /// Records that the session was used at `now`; does nothing if it is gone.
     fn touch(&mut self, id: &SessionId, now: i64, idle: i64) -> Result<(), StoreError>;
     fn delete(&mut self, id: &SessionId) -> Result<(), StoreError>;
-    /// Ends every session of a user; returns how many there were.
+    /// Ends every session of a user, and their logins halfway through (pending
+    /// second-factor steps); returns how many sessions there were.
     fn delete_user(&mut self, username: &str) -> Result<usize, StoreError>;
     fn list(&mut self) -> Result<Vec<SessionRecord>, StoreError>;
     /// Removes sessions past their idle (their own, or `idle_timeout`) or

@@ -72,7 +72,8 @@ pub struct RedisStore {
 }
 
 /// KEYS: session, user index. ARGV: id, username, created, last_seen,
-/// expires_at, idle_timeout, mac, seconds to live, name, now, session prefix.
+/// expires_at, idle_timeout, mac, seconds to live, name, now, session
+/// prefix, store prefix (pending steps are `p:<name>` in the index).
 /// Names in the index whose session is gone are dropped (checked by
 /// existence, so another host's clock does not matter).
 const INSERT: &str = r"
@@ -81,7 +82,9 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'username', ARGV[2], 'created', ARGV[
 local ttl = tonumber(ARGV[8])
 redis.call('EXPIRE', KEYS[1], ttl)
 for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[10], 'LIMIT', 0, 100)) do
-    if redis.call('EXISTS', ARGV[11] .. name) == 0 then redis.call('ZREM', KEYS[2], name) end
+    local key = ARGV[11] .. name
+    if string.sub(name, 1, 2) == 'p:' then key = ARGV[12] .. name end
+    if redis.call('EXISTS', key) == 0 then redis.call('ZREM', KEYS[2], name) end
 end
 redis.call('ZADD', KEYS[2], tonumber(ARGV[10]) + ttl, ARGV[9])
 if redis.call('TTL', KEYS[2]) < ttl then redis.call('EXPIRE', KEYS[2], ttl) end
@@ -117,15 +120,32 @@ if user then redis.call('ZREM', ARGV[2] .. user, ARGV[1]) end
 return 1
 ";
 
-/// KEYS: user index. ARGV: session key prefix. Returns how many sessions
-/// were live.
+/// KEYS: user index. ARGV: session key prefix, store prefix. Ends the
+/// user's sessions and pending second-factor steps (`p:<name>` in the
+/// index); returns how many sessions were live.
 const DELETE_USER: &str = r"
 local n = 0
 for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    n = n + redis.call('DEL', ARGV[1] .. name)
+    if string.sub(name, 1, 2) == 'p:' then
+        redis.call('DEL', ARGV[2] .. name)
+    else
+        n = n + redis.call('DEL', ARGV[1] .. name)
+    end
 end
 redis.call('DEL', KEYS[1])
 return n
+";
+
+/// KEYS: pending step, user index. ARGV: username, expires_at, remember,
+/// next, mac, seconds to live, its name in the index, now.
+const INSERT_PENDING: &str = r"
+redis.call('HSET', KEYS[1], 'username', ARGV[1], 'expires_at', ARGV[2], 'remember', ARGV[3], 'next', ARGV[4],
+    'mac', ARGV[5])
+local ttl = tonumber(ARGV[6])
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[2], tonumber(ARGV[8]) + ttl, ARGV[7])
+if redis.call('TTL', KEYS[2]) < ttl then redis.call('EXPIRE', KEYS[2], ttl) end
+return 1
 ";
 
 /// KEYS: a count and a ban key for each regulation key. ARGV: max, window
@@ -189,6 +209,7 @@ struct Scripts {
     attempt: Script,
     succeeded: Script,
     use_step: Script,
+    insert_pending: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -201,6 +222,7 @@ fn scripts() -> &'static Scripts {
         attempt: Script::new(ATTEMPT),
         succeeded: Script::new(SUCCEEDED),
         use_step: Script::new(USE_STEP),
+        insert_pending: Script::new(INSERT_PENDING),
     })
 }
 
@@ -415,6 +437,7 @@ impl SessionStore for RedisStore {
                 .arg(&name)
                 .arg(r.last_seen)
                 .arg(SESSIONS)
+                .arg(PREFIX)
                 .invoke::<i64>(c)
         })
         .map(|_| ())
@@ -464,7 +487,7 @@ impl SessionStore for RedisStore {
 
     fn delete_user(&mut self, username: &str) -> Result<usize, StoreError> {
         let script = &scripts().delete_user;
-        let n: i64 = self.run(|c| script.key(index_key(username)).arg(SESSIONS).invoke(c))?;
+        let n: i64 = self.run(|c| script.key(index_key(username)).arg(SESSIONS).arg(PREFIX).invoke(c))?;
         Ok(n.max(0) as usize)
     }
 
@@ -540,30 +563,25 @@ impl SessionStore for RedisStore {
 
     fn insert_pending(&mut self, p: &PendingRecord, now: i64) -> Result<(), StoreError> {
         let key = self.pending_key(&p.id);
+        let member = key.strip_prefix(PREFIX).unwrap_or(&key).to_string();
         let tag = hex(&self.pending_mac(p).finalize().into_bytes());
         let ttl = (p.expires_at - now).max(1);
+        let script = &scripts().insert_pending;
         self.run(|c| {
-            redis::pipe()
-                .atomic()
-                .cmd("HSET")
-                .arg(&key)
-                .arg("username")
+            script
+                .key(&key)
+                .key(index_key(&p.username))
                 .arg(&p.username)
-                .arg("expires_at")
                 .arg(p.expires_at)
-                .arg("remember")
                 .arg(i64::from(p.remember))
-                .arg("next")
                 .arg(&p.next)
-                .arg("mac")
                 .arg(tag)
-                .ignore()
-                .cmd("EXPIRE")
-                .arg(&key)
                 .arg(ttl)
-                .ignore()
-                .query::<()>(c)
+                .arg(member)
+                .arg(now)
+                .invoke::<i64>(c)
         })
+        .map(|_| ())
     }
 
     fn get_pending(&mut self, id: &SessionId, now: i64) -> Result<Option<PendingRecord>, StoreError> {

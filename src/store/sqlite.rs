@@ -238,10 +238,15 @@ impl SessionStore for SqliteStore {
     }
 
     fn delete_user(&mut self, username: &str) -> Result<usize, StoreError> {
-        self.conn
-            .prepare_cached("DELETE FROM sessions WHERE username = ?1")
-            .and_then(|mut s| s.execute(params![username]))
-            .map_err(|e| self.fail(e))
+        let result = (|| {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute("DELETE FROM sessions WHERE username = ?1", params![username])?;
+            // A login halfway through ends too: it was begun with what changed.
+            tx.execute("DELETE FROM pending WHERE username = ?1", params![username])?;
+            tx.commit()?;
+            Ok(n)
+        })();
+        result.map_err(|e| self.fail(e))
     }
 
     fn list(&mut self) -> Result<Vec<SessionRecord>, StoreError> {

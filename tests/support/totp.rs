@@ -42,7 +42,9 @@ pub fn now() -> i64 {
 /// secret and a current code on stdin; the recovery codes from its output.
 pub fn enable(site: &TestSite, user: &str) -> Enrolled {
     let secret = Secret::from_base32(SECRET).expect("the test secret");
-    let stdin = format!("{SECRET}\n{}\n", secret.code_now(now()));
+    // The previous step's code (accepted: one step of skew): the enrolment
+    // code is used up, and the tests log in with the current one.
+    let stdin = format!("{SECRET}\n{}\n", secret.code_at(step_of(now()) - 1));
     let out = site.admin(&["user", "totp", "enable", user, "--secret-stdin"], &stdin);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "totp enable: {stdout}{}", String::from_utf8_lossy(&out.stderr));
