@@ -107,7 +107,7 @@ fn enrol_john(dir: &Path) -> support::totp::Enrolled {
     let secret = webauth::totp::Secret::from_base32(support::totp::SECRET).expect("the test secret");
     let users = dir.join("users.json");
     let store = std::path::PathBuf::from(format!("sqlite:{}", dir.join("sessions.db").display()));
-    let stdin = format!("{}\n{}\n", support::totp::SECRET, secret.code_now(support::totp::now()));
+    let stdin = format!("{}\n{}\n", support::totp::SECRET, support::totp::enrolment_code(&secret));
     let out = web::admin(
         &["user", "totp", "enable", "john", "--secret-stdin"],
         &[("WEBAUTH_USERS", &users), ("WEBAUTH_STORE", &store)],

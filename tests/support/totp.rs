@@ -42,13 +42,18 @@ pub fn now() -> i64 {
 /// secret and a current code on stdin; the recovery codes from its output.
 pub fn enable(site: &TestSite, user: &str) -> Enrolled {
     let secret = Secret::from_base32(SECRET).expect("the test secret");
-    // The previous step's code (accepted: one step of skew): the enrolment
-    // code is used up, and the tests log in with the current one.
-    let stdin = format!("{SECRET}\n{}\n", secret.code_at(step_of(now()) - 1));
+    let stdin = format!("{SECRET}\n{}\n", enrolment_code(&secret));
     let out = site.admin(&["user", "totp", "enable", user, "--secret-stdin"], &stdin);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "totp enable: {stdout}{}", String::from_utf8_lossy(&out.stderr));
     Enrolled { secret, recovery: recovery_codes(&stdout) }
+}
+
+/// The code to type at enrolment: the previous step's (accepted, one step
+/// of skew). The enrolment code is used up, and the tests then log in with
+/// the current one.
+pub fn enrolment_code(secret: &Secret) -> String {
+    secret.code_at(step_of(now()) - 1)
 }
 
 /// The recovery codes in the admin command's output (indented lines after
