@@ -148,7 +148,11 @@ pub fn session_cookie(config: &Config, req: &Request, mount: &str, token: &Token
 
 /// The `Set-Cookie` value that makes the browser drop the session cookie.
 pub fn expire_cookie(config: &Config, req: &Request, mount: &str) -> String {
-    let mut c = base_cookie(config, req, mount, String::new());
+    expired(base_cookie(config, req, mount, String::new()))
+}
+
+/// `c` as a `Set-Cookie` value that makes the browser drop it.
+fn expired(mut c: Cookie<'static>) -> String {
     c.set_max_age(cookie::time::Duration::ZERO);
     c.set_expires(cookie::time::OffsetDateTime::UNIX_EPOCH);
     c.to_string()
@@ -175,9 +179,7 @@ pub fn pending_cookie(config: &Config, req: &Request, mount: &str, token: &Token
 pub fn expire_pending_cookie(config: &Config, req: &Request, mount: &str) -> String {
     let mut c = named_cookie(config, &pending_cookie_name(config), req, mount, String::new());
     c.set_same_site(SameSite::Strict);
-    c.set_max_age(cookie::time::Duration::ZERO);
-    c.set_expires(cookie::time::OffsetDateTime::UNIX_EPOCH);
-    c.to_string()
+    expired(c)
 }
 
 /// Why a session found in the store no longer counts.
